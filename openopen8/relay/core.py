@@ -1,0 +1,228 @@
+"""The relay: one pump per direction between two endpoints.
+
+It knows nothing about event types.  Each pump reads an event, runs it
+through the stage chain and writes what comes out; anything the stages asked
+for (replies, injected events, a close) is carried out right after.  The
+first side to finish ends the session, and close codes are mapped once, here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from ..events import Event, error_event
+from .endpoint import Endpoint
+from .stage import Chain, Session
+
+log = logging.getLogger("openopen8.relay")
+
+# Close codes with meaning (RFC 6455 + OpenAI's own)
+NORMAL = 1000
+GOING_AWAY = 1001
+POLICY = 1008
+INTERNAL = 1011
+RESTART = 1012
+TRY_AGAIN = 1013
+BAD_GATEWAY = 1014
+
+#: upstream close codes passed to the client as they are: normal end,
+#: OpenAI's 60-minute cap (1001), its auth (3000) and request (4000) errors
+_PASS_THROUGH = {NORMAL, GOING_AWAY}
+
+
+def _upstream_code_for_client(code: int | None) -> int | None:
+    """The client close code for an upstream close, or None when the close
+    was not meaningful (abnormal/internal): the client then gets an ``error``
+    event and 1014."""
+    if code is None:
+        return None
+    if code in _PASS_THROUGH or 3000 <= code <= 4999:
+        return code
+    return None
+
+
+@dataclass
+class Outcome:
+    closed_by: str          # client | upstream | gateway | shutdown | error
+    client_code: int
+    reason: str
+
+
+class _Stop(Exception):
+    def __init__(self, who: str) -> None:
+        self.who = who
+
+
+class Relay:
+    def __init__(self, client: Endpoint, upstream: Endpoint, chain: Chain, session: Session,
+                 tick_seconds: float = 1.0) -> None:
+        self.client = client
+        self.upstream = upstream
+        self.chain = chain
+        self.s = session
+        self.tick_seconds = tick_seconds
+
+    async def _flush(self) -> None:
+        s = self.s
+        if s.to_upstream:
+            out, s.to_upstream = s.to_upstream, []
+            for e in out:
+                await self._send_up(e)
+        if s.to_client:
+            out, s.to_client = s.to_client, []
+            for e in out:
+                await self._send_client(e)
+        if s.close_request is not None:
+            raise _Stop("gateway")
+
+    async def _send_up(self, e: Event) -> None:
+        try:
+            await self.upstream.send(e)
+        except ConnectionError:
+            raise _Stop("upstream") from None
+
+    async def _send_client(self, e: Event) -> None:
+        try:
+            await self.client.send(e)
+        except ConnectionError:
+            raise _Stop("client") from None
+
+    async def _client_pump(self) -> str:
+        s, chain, client = self.s, self.chain, self.client
+        mono = time.monotonic
+        try:
+            while True:
+                ev = await client.recv()
+                if ev is None:
+                    return "client"
+                s.events_in += 1
+                raw = ev.raw
+                if raw is not None:
+                    s.bytes_in += len(raw)
+                s.last_client_activity = mono()
+                for e in chain.client(ev, s):
+                    await self._send_up(e)
+                if s.to_client or s.to_upstream or s.close_request:
+                    await self._flush()
+        except _Stop as stop:
+            return stop.who
+
+    async def _server_pump(self) -> str:
+        s, chain, upstream = self.s, self.chain, self.upstream
+        try:
+            while True:
+                ev = await upstream.recv()
+                if ev is None:
+                    return "upstream"
+                s.events_out += 1
+                raw = ev.raw
+                if raw is not None:
+                    s.bytes_out += len(raw)
+                for e in chain.server(ev, s):
+                    await self._send_client(e)
+                if s.to_client or s.to_upstream or s.close_request:
+                    await self._flush()
+        except _Stop as stop:
+            return stop.who
+
+    async def _ticker(self) -> str:
+        s = self.s
+        try:
+            while True:
+                await asyncio.sleep(self.tick_seconds)
+                self.chain.tick(time.monotonic(), s)
+                if s.to_client or s.to_upstream or s.close_request:
+                    await self._flush()
+        except _Stop as stop:
+            return stop.who
+
+    async def run(self) -> Outcome:
+        s = self.s
+        self.chain.open(s)
+        tasks = [asyncio.ensure_future(self._client_pump()),
+                 asyncio.ensure_future(self._server_pump())]
+        if self.chain.tickers:
+            tasks.append(asyncio.ensure_future(self._ticker()))
+        try:
+            try:
+                if s.to_client or s.to_upstream or s.close_request:
+                    await self._flush()
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                who = next(iter(done)).result()
+            except _Stop as stop:
+                who = stop.who
+            except asyncio.CancelledError:
+                who = "shutdown"
+            except Exception:  # noqa: BLE001 - a bug in a stage must not leak the sockets
+                log.exception("relay %s failed", s.id)
+                who = "error"
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        outcome = await self._finish(who)
+        s.closed_by = outcome.closed_by
+        try:
+            self.chain.close(s)
+        except Exception:  # noqa: BLE001
+            log.exception("stage close hook failed for %s", s.id)
+        return outcome
+
+    async def _finish(self, who: str) -> Outcome:
+        """Close both sides with codes that mean something to each."""
+        client, upstream, s = self.client, self.upstream, self.s
+        if who == "client":
+            code = client.close_code or NORMAL
+            await upstream.close(NORMAL)
+            return Outcome("client", code, client.close_reason)
+        if who == "upstream":
+            up_code = upstream.close_code
+            mapped = _upstream_code_for_client(up_code)
+            if mapped is None:
+                reason = f"upstream closed the connection unexpectedly (code {up_code})"
+                await self._try_send(error_event(
+                    "The upstream channel closed the connection unexpectedly "
+                    f"(code {up_code}).", type="server_error", code="upstream_closed"))
+                await client.close(BAD_GATEWAY, "upstream failure")
+                return Outcome("upstream", BAD_GATEWAY, reason)
+            await client.close(mapped, upstream.close_reason)
+            return Outcome("upstream", mapped, upstream.close_reason)
+        if who == "gateway":
+            code, reason = s.close_request or (POLICY, "")
+            # anything the stage queued before asking to close still goes out
+            for e in s.to_upstream:
+                await self._try_send_up(e)
+            for e in s.to_client:
+                await self._try_send(e)
+            s.to_upstream.clear()
+            s.to_client.clear()
+            await upstream.close(NORMAL)
+            await client.close(code, reason)
+            return Outcome("gateway", code, reason)
+        if who == "shutdown":
+            await self._try_send(error_event(
+                "The gateway is restarting; reconnect to start a new session.",
+                type="server_error", code="server_shutting_down"))
+            await upstream.close(NORMAL)
+            await client.close(RESTART, "gateway shutting down")
+            return Outcome("shutdown", RESTART, "gateway shutting down")
+        await self._try_send(error_event("Internal gateway error.", type="server_error",
+                                         code="internal_error"))
+        await upstream.close(NORMAL)
+        await client.close(INTERNAL, "internal error")
+        return Outcome("error", INTERNAL, "internal error")
+
+    async def _try_send(self, ev: Event) -> None:
+        try:
+            await asyncio.wait_for(self.client.send(ev), 2)
+        except Exception:  # noqa: BLE001
+            pass
+
+    async def _try_send_up(self, ev: Event) -> None:
+        try:
+            await asyncio.wait_for(self.upstream.send(ev), 2)
+        except Exception:  # noqa: BLE001
+            pass

@@ -1,0 +1,163 @@
+"""Stages: small objects without I/O that sit between the two endpoints.
+
+A stage sees every event of a session, in order, and decides what goes on:
+
+* ``on_client(ev, s)`` for an event from the client on its way upstream,
+* ``on_server(ev, s)`` for an event from the upstream on its way to the client.
+
+Both return what to forward further along the chain: the event itself (the
+common, fast path), another event, a list of events, or ``None`` to drop it.
+Anything else a stage wants done is recorded on the :class:`Session` it is
+given -- ``s.reply(ev)`` sends an event back to the client, ``s.inject(ev)``
+sends one to the upstream, ``s.close(code, reason)`` ends the session -- and
+the relay carries it out after the call returns.  Stages are therefore tested
+with lists in and lists out, no sockets.
+
+Client events pass the stages in list order; server events in reverse order,
+so the stage nearest the client (the dialect) sees client text first and
+server text last.  Events a stage replies or injects skip the remaining
+stages and go straight to the socket, so they must already be in the dialect
+of the side they are sent to (``s.client_dialect`` / ``s.upstream_dialect``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Protocol, Union
+
+from ..events import Event
+
+Forward = Union[Event, list[Event], None]
+
+
+@dataclass
+class Session:
+    """Everything a stage may know about the session, plus the actions it
+    asked for.  Owned by the relay task; stages run synchronously on it."""
+
+    id: str
+    model: str
+    token: Any = None            # store.TokenRecord (None in unit tests)
+    channel: Any = None          # store.ChannelRecord
+    client_dialect: str = "ga"   # "ga" | "beta"
+    upstream_dialect: str = "ga"
+    opened_at: float = field(default_factory=time.time)
+    # counters kept by the relay pumps
+    events_in: int = 0           # client -> upstream
+    events_out: int = 0          # upstream -> client
+    bytes_in: int = 0
+    bytes_out: int = 0
+    last_client_activity: float = field(default_factory=time.monotonic)
+    # free-form scratch space for stages that need to share facts
+    # (e.g. the client's audio rate); keyed by stage name
+    facts: dict[str, Any] = field(default_factory=dict)
+    # actions requested by stages, drained by the relay
+    to_client: list[Event] = field(default_factory=list)
+    to_upstream: list[Event] = field(default_factory=list)
+    close_request: tuple[int, str] | None = None
+    closed_by: str | None = None
+
+    def reply(self, ev: Event) -> None:
+        self.to_client.append(ev)
+
+    def inject(self, ev: Event) -> None:
+        self.to_upstream.append(ev)
+
+    def close(self, code: int, reason: str = "") -> None:
+        if self.close_request is None:
+            self.close_request = (code, reason)
+
+
+class Stage(Protocol):
+    name: str
+
+    def on_client(self, ev: Event, s: Session) -> Forward: ...
+
+    def on_server(self, ev: Event, s: Session) -> Forward: ...
+
+
+class BaseStage:
+    """Pass-through defaults; subclasses override what they need.
+
+    Optional hooks the relay calls when present:
+    ``on_open(s)`` once before any event, ``on_tick(now, s)`` about once a
+    second (``now`` from ``time.monotonic()``), ``on_close(s)`` once at the end
+    (after ``s.closed_by`` and the close code are known).
+    """
+
+    name = "stage"
+
+    def on_client(self, ev: Event, s: Session) -> Forward:
+        return ev
+
+    def on_server(self, ev: Event, s: Session) -> Forward:
+        return ev
+
+
+def _run(ev: Event, stages: Iterable[Any], attr: str, s: Session) -> list[Event]:
+    pending = [ev]
+    for stage in stages:
+        nxt: list[Event] = []
+        fn = getattr(stage, attr)
+        for e in pending:
+            out = fn(e, s)
+            if out is None:
+                continue
+            if isinstance(out, Event):
+                nxt.append(out)
+            else:
+                nxt.extend(out)
+        pending = nxt
+        if not pending:
+            break
+    return pending
+
+
+class Chain:
+    """An ordered list of stages, applied client->upstream in order and
+    upstream->client in reverse.  The single-event fast path avoids any list
+    building when every stage just returns the event it was given."""
+
+    def __init__(self, stages: list[Any]) -> None:
+        self.stages = list(stages)
+        self.reverse = list(reversed(self.stages))
+        self.tickers = [st for st in self.stages if hasattr(st, "on_tick")]
+
+    def client(self, ev: Event, s: Session) -> list[Event]:
+        return self._apply(ev, self.stages, "on_client", s)
+
+    def server(self, ev: Event, s: Session) -> list[Event]:
+        return self._apply(ev, self.reverse, "on_server", s)
+
+    @staticmethod
+    def _apply(ev: Event, stages: list[Any], attr: str, s: Session) -> list[Event]:
+        cur = ev
+        for i, stage in enumerate(stages):
+            out = getattr(stage, attr)(cur, s)
+            if out is cur:
+                continue
+            if out is None:
+                return []
+            if isinstance(out, Event):
+                cur = out
+                continue
+            # a list: finish the rest of the chain on each element
+            return [e for item in out for e in _run(item, stages[i + 1:], attr, s)]
+        return [cur]
+
+    def open(self, s: Session) -> None:
+        for st in self.stages:
+            hook = getattr(st, "on_open", None)
+            if hook:
+                hook(s)
+
+    def tick(self, now: float, s: Session) -> None:
+        for st in self.tickers:
+            st.on_tick(now, s)
+
+    def close(self, s: Session) -> None:
+        for st in self.stages:
+            hook = getattr(st, "on_close", None)
+            if hook:
+                hook(s)
