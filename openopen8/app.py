@@ -1,0 +1,85 @@
+"""The HTTP/WebSocket application and its lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+from typing import AsyncIterator
+
+from aiohttp import web
+
+from .gateway import Gateway
+from .settings import Settings
+from .web.realtime import GATEWAY, realtime
+
+log = logging.getLogger("openopen8")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    return web.json_response({"status": "ok", "sessions": len(gw.sessions)})
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(client_max_size=1024 * 1024)
+
+    async def lifespan(app: web.Application) -> AsyncIterator[None]:
+        gw = await Gateway.start(settings)
+        app[GATEWAY] = gw
+        yield
+        await gw.close()
+
+    async def on_shutdown(app: web.Application) -> None:
+        await app[GATEWAY].shutdown()
+
+    app.cleanup_ctx.append(lifespan)
+    app.on_shutdown.append(on_shutdown)
+    for path in ("/v1/realtime", "/realtime", "/openai/v1/realtime"):
+        app.router.add_get(path, realtime)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    if not settings.tls_cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(settings.tls_cert), str(settings.tls_key) if settings.tls_key else None)
+    return ctx
+
+
+async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
+    """Run until SIGINT/SIGTERM; running sessions are closed with 1012."""
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context(settings))
+    await site.start()
+    gw = app[GATEWAY]
+    scheme = "wss" if settings.tls_cert else "ws"
+    channels = await gw.store.list_channels()
+    log.info("openopen8 listening on %s://%s:%d/v1/realtime (database: %s)", scheme, settings.host,
+             settings.port, gw.store.engine.dialect.name)
+    if not channels:
+        if gw.router.local_factory is not None:
+            log.info("no channels configured: serving the built-in local engine as model "
+                     "'openopen8-local'")
+        else:
+            log.warning("no channels configured and the local engine is not installed: add one "
+                        "with `openopen8 channels add`")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover
+            pass
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await runner.cleanup()

@@ -1,0 +1,202 @@
+"""The ``openopen8`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Awaitable, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import ops
+from .crypto import SecretBox, server_secret
+from .settings import Settings, load_settings
+from .store.base import StoreError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="openopen8: a self-hosted gateway for the OpenAI Realtime API.")
+tokens_app = typer.Typer(no_args_is_help=True, help="Gateway tokens for clients.")
+channels_app = typer.Typer(no_args_is_help=True, help="Upstream channels (OpenAI, Azure, local).")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(channels_app, name="channels")
+
+out = Console()
+err = Console(stderr=True)
+
+DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Data directory (env OPENOPEN8_DATA_DIR).")]
+DbUrl = Annotated[Optional[str], typer.Option("--database-url", help="sqlite:///… or postgresql://… (env OPENOPEN8_DATABASE_URL).")]
+ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="TOML settings file (env OPENOPEN8_CONFIG).")]
+JsonOut = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _settings(config: Path | None, data_dir: Path | None, database_url: str | None, **kw: Any) -> Settings:
+    return load_settings(config, data_dir=data_dir, database_url=database_url, **kw)
+
+
+def _run(settings: Settings, fn: Callable[..., Awaitable[Any]]) -> Any:
+    """Open the store (migrating it), run ``fn(store, box)``, close."""
+    from .store.sql import open_store
+
+    async def main() -> Any:
+        store = await open_store(settings.db_url)
+        try:
+            box = SecretBox(server_secret(settings.secret_key, settings.data_dir))
+            return await fn(store, box)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(main())
+    except StoreError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def serve(host: Annotated[Optional[str], typer.Option(help="Address to bind.")] = None,
+          port: Annotated[Optional[int], typer.Option(help="Port to listen on.")] = None,
+          data_dir: DataDir = None, database_url: DbUrl = None, config: ConfigFile = None,
+          tls_cert: Annotated[Optional[Path], typer.Option("--tls-cert", help="PEM certificate: serve wss://.")] = None,
+          tls_key: Annotated[Optional[Path], typer.Option("--tls-key", help="PEM private key.")] = None,
+          ) -> None:
+    """Serve the gateway (SQLite in the data dir unless a database URL is given)."""
+    settings = _settings(config, data_dir, database_url, host=host, port=port,
+                         tls_cert=tls_cert, tls_key=tls_key)
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .app import serve as run_server
+    try:
+        asyncio.run(run_server(settings))
+    except KeyboardInterrupt:  # pragma: no cover
+        pass
+
+
+# ---- tokens -----------------------------------------------------------------
+
+@tokens_app.command("create")
+def tokens_create(name: str,
+                  models: Annotated[Optional[str], typer.Option(help="Comma-separated models this token may use (default: all).")] = None,
+                  expires: Annotated[Optional[str], typer.Option(help="Last valid day, YYYY-MM-DD (UTC).")] = None,
+                  as_json: JsonOut = False, data_dir: DataDir = None, database_url: DbUrl = None,
+                  config: ConfigFile = None) -> None:
+    """Create a token and print its secret once (alone on the last line)."""
+    settings = _settings(config, data_dir, database_url)
+    new = _run(settings, lambda store, box: ops.create_token(store, name, ops.split_list(models), expires))
+    if as_json:
+        print(json.dumps({**ops.token_view(new.record), "secret": new.secret}))
+        return
+    view = ops.token_view(new.record)
+    print(f"Created token {name!r} (models: {', '.join(view['models']) or 'all'}; "
+          f"expires: {view['expires_at'] or 'never'}).")
+    print("Copy the secret now; it is stored only as a hash and cannot be shown again:")
+    print(new.secret)
+
+
+@tokens_app.command("list")
+def tokens_list(as_json: JsonOut = False, data_dir: DataDir = None, database_url: DbUrl = None,
+                config: ConfigFile = None) -> None:
+    """List tokens (never their secrets)."""
+    settings = _settings(config, data_dir, database_url)
+    rows = [ops.token_view(t) for t in _run(settings, lambda store, box: store.list_tokens())]
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table("name", "prefix", "models", "expires", "state")
+    for r in rows:
+        table.add_row(r["name"], r["prefix"], ", ".join(r["models"]) or "all",
+                      r["expires_at"] or "never", "revoked" if r["revoked"] else "active")
+    out.print(table)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(name: str, data_dir: DataDir = None, database_url: DbUrl = None,
+                  config: ConfigFile = None) -> None:
+    """Revoke a token: new connections with it are refused at once."""
+    settings = _settings(config, data_dir, database_url)
+    _run(settings, lambda store, box: store.revoke_token(name))
+    print(f"Revoked token {name!r}.")
+
+
+# ---- channels ---------------------------------------------------------------
+
+@channels_app.command("add")
+def channels_add(
+    name: str,
+    type: Annotated[str, typer.Option("--type", help="openai | azure | local")],
+    models: Annotated[str, typer.Option(help="Comma-separated models this channel serves.")],
+    key: Annotated[Optional[str], typer.Option(help="Upstream API key (stored encrypted).")] = None,
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help="OpenAI base URL, as the openai SDK takes it (default https://api.openai.com/v1).")] = None,
+    endpoint: Annotated[Optional[str], typer.Option(help="Azure endpoint, https://RESOURCE.openai.azure.com")] = None,
+    deployment: Annotated[Optional[list[str]], typer.Option(help="Azure MODEL=DEPLOYMENT (repeatable).")] = None,
+    api_version: Annotated[Optional[str], typer.Option("--api-version", help="Azure preview api-version (default: the GA /openai/v1 endpoint).")] = None,
+    priority: Annotated[int, typer.Option(help="Higher is tried first.")] = 0,
+    weight: Annotated[int, typer.Option(help="Share of sessions within a priority.")] = 1,
+    data_dir: DataDir = None, database_url: DbUrl = None, config: ConfigFile = None,
+) -> None:
+    """Add an upstream channel."""
+    settings = _settings(config, data_dir, database_url)
+
+    async def go(store: Any, box: SecretBox) -> Any:
+        return await ops.add_channel(
+            store, box, name, type, key=key, models=ops.split_list(models), base_url=base_url,
+            endpoint=endpoint, deployments=ops.parse_deployments(deployment),
+            api_version=api_version, priority=priority, weight=weight)
+
+    ch = _run(settings, go)
+    print(f"Added {ch.type} channel {ch.name!r} for {', '.join(ch.models)} at {ch.base_url or 'in-process'}.")
+
+
+@channels_app.command("list")
+def channels_list(as_json: JsonOut = False, data_dir: DataDir = None, database_url: DbUrl = None,
+                  config: ConfigFile = None) -> None:
+    """List channels (never their keys)."""
+    settings = _settings(config, data_dir, database_url)
+    rows = [ops.channel_view(c) for c in _run(settings, lambda store, box: store.list_channels())]
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table("name", "type", "url", "models", "priority", "weight", "state")
+    for r in rows:
+        table.add_row(r["name"], r["type"], r["url"], ", ".join(r["models"]), str(r["priority"]),
+                      str(r["weight"]), "enabled" if r["enabled"] else "disabled")
+    out.print(table)
+
+
+@channels_app.command("disable")
+def channels_disable(name: str, data_dir: DataDir = None, database_url: DbUrl = None,
+                     config: ConfigFile = None) -> None:
+    """Stop routing new sessions to a channel."""
+    settings = _settings(config, data_dir, database_url)
+    _run(settings, lambda store, box: store.set_channel_enabled(name, False))
+    print(f"Disabled channel {name!r}.")
+
+
+@channels_app.command("enable")
+def channels_enable(name: str, data_dir: DataDir = None, database_url: DbUrl = None,
+                    config: ConfigFile = None) -> None:
+    """Route new sessions to a channel again."""
+    settings = _settings(config, data_dir, database_url)
+    _run(settings, lambda store, box: store.set_channel_enabled(name, True))
+    print(f"Enabled channel {name!r}.")
+
+
+@channels_app.command("remove")
+def channels_remove(name: str, data_dir: DataDir = None, database_url: DbUrl = None,
+                    config: ConfigFile = None) -> None:
+    """Delete a channel."""
+    settings = _settings(config, data_dir, database_url)
+    _run(settings, lambda store, box: store.remove_channel(name))
+    print(f"Removed channel {name!r}.")
+
+
+def main() -> None:  # console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""The gateway's shared state: one object, made in the app's lifespan, owning
+the store, the router and the set of running sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+import aiohttp
+
+from .auth import find_token, hash_secret
+from .crypto import SecretBox, server_secret
+from .errors import AuthError
+from .providers.routing import Router
+from .settings import Settings
+from .store.base import TokenRecord
+from .store.sql import SqlStore, open_store
+
+log = logging.getLogger("openopen8")
+
+#: admission checks run before the upgrade: (gateway, token, model) -> None or raise GatewayError
+Admission = Callable[["Gateway", TokenRecord, str], Awaitable[None]]
+
+
+def local_factory(settings: Settings) -> Callable[[], Any] | None:
+    """The built-in local engine, when enabled and installed."""
+    if not settings.local_engine:
+        return None
+    try:
+        from .providers.local import LocalProvider
+    except ImportError:
+        return None
+    return lambda: LocalProvider(settings.local)
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    store: SqlStore
+    box: SecretBox
+    router: Router
+    http: aiohttp.ClientSession
+    sessions: set[asyncio.Task] = field(default_factory=set)
+    admission: list[Admission] = field(default_factory=list)
+    #: stage factories, in chain order; see openopen8.pipeline
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    async def start(cls, settings: Settings) -> "Gateway":
+        store = await open_store(settings.db_url)
+        box = SecretBox(server_secret(settings.secret_key, settings.data_dir))
+        http = aiohttp.ClientSession()
+        router = Router(store, box, http, timeout=settings.connect_timeout,
+                        refresh_seconds=settings.refresh_seconds,
+                        local_factory=local_factory(settings))
+        return cls(settings=settings, store=store, box=box, router=router, http=http)
+
+    async def authenticate(self, headers, query) -> TokenRecord:
+        secret = find_token(headers, query)
+        if not secret:
+            raise AuthError("You didn't provide an API key. Send your gateway token as "
+                            "'Authorization: Bearer TOKEN', '?token=TOKEN' or the "
+                            "'openai-insecure-api-key.TOKEN' subprotocol.", code="missing_api_key")
+        token = await self.store.token_by_hash(hash_secret(secret))
+        if token is None:
+            raise AuthError("Incorrect API key provided.")
+        if token.revoked_at is not None:
+            raise AuthError("This gateway token has been revoked.", code="token_revoked")
+        if token.expired():
+            raise AuthError("This gateway token has expired.", code="token_expired")
+        return token
+
+    async def admit(self, token: TokenRecord, model: str) -> None:
+        for check in self.admission:
+            await check(self, token, model)
+
+    async def shutdown(self) -> None:
+        """Close every running session with 1012, then release resources."""
+        tasks = list(self.sessions)
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=10)
+
+    async def close(self) -> None:
+        await self.http.close()
+        await self.store.close()

@@ -1,0 +1,141 @@
+"""Channel choice and failover.
+
+Enabled channels serving the model, highest priority first, weighted random
+within a priority; when a channel's handshake fails the next one is tried.
+Channels are re-read from the store every few seconds, so the CLI's changes
+reach a running server without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Any, Callable
+
+import aiohttp
+
+from ..crypto import SecretBox
+from ..errors import NO_CHANNEL_MESSAGE, NoChannelError, UpstreamFailure
+from ..relay.endpoint import Endpoint
+from ..store.base import ChannelRecord
+from .base import ConnectRequest, Provider, UpstreamError
+
+log = logging.getLogger("openopen8.routing")
+
+LOCAL_MODEL = "openopen8-local"
+
+_KIND_TEXT = {
+    "auth": "the upstream rejected the channel's credentials",
+    "rejected": "the upstream refused the request",
+    "unavailable": "the upstream is unavailable",
+    "unreachable": "the upstream cannot be reached",
+    "timeout": "the upstream did not answer in time",
+    "protocol": "the upstream did not speak the Realtime protocol",
+}
+
+
+def weighted_order(chs: list[ChannelRecord], rnd: random.Random | None = None) -> list[ChannelRecord]:
+    """Priority descending; inside a priority a weighted random permutation
+    (Efraimidis-Spirakis keys), so weight 3 is picked first three times as often."""
+    r = rnd or random
+    return sorted(chs, key=lambda c: (-c.priority, -(r.random() ** (1.0 / max(c.weight, 1)))))
+
+
+class Router:
+    def __init__(self, store: Any, box: SecretBox, http: aiohttp.ClientSession, *,
+                 timeout: float = 10.0, refresh_seconds: float = 2.0,
+                 local_factory: Callable[[], Provider] | None = None) -> None:
+        self.store = store
+        self.box = box
+        self.http = http
+        self.timeout = timeout
+        self.refresh_seconds = refresh_seconds
+        self.local_factory = local_factory
+        self._local: Provider | None = None
+        self._channels: list[ChannelRecord] = []
+        self._loaded_at = float("-inf")
+        self._lock = asyncio.Lock()
+        self._providers: dict[tuple, Provider] = {}
+
+    async def channels(self) -> list[ChannelRecord]:
+        if time.monotonic() - self._loaded_at > self.refresh_seconds:
+            async with self._lock:
+                if time.monotonic() - self._loaded_at > self.refresh_seconds:
+                    self._channels = await self.store.list_channels()
+                    self._loaded_at = time.monotonic()
+        return self._channels
+
+    def invalidate(self) -> None:
+        self._loaded_at = float("-inf")
+
+    async def serving(self, model: str) -> tuple[list[ChannelRecord], bool]:
+        """Enabled channels for ``model`` and whether any channel (enabled or
+        not) lists it at all."""
+        chs = await self.channels()
+        listed = [c for c in chs if model in c.models]
+        enabled = [c for c in listed if c.enabled]
+        if not listed and model == LOCAL_MODEL and self.local_factory is not None:
+            enabled = [ChannelRecord(id=0, name="local", type="local", base_url="",
+                                     models=[LOCAL_MODEL])]
+            listed = enabled
+        return enabled, bool(listed)
+
+    def provider(self, ch: ChannelRecord) -> Provider:
+        key = (ch.id, ch.type, ch.base_url, ch.key_encrypted, ch.api_version,
+               tuple(sorted(ch.deployments.items())))
+        p = self._providers.get(key)
+        if p is None:
+            p = self._make(ch)
+            self._providers[key] = p
+        return p
+
+    def _make(self, ch: ChannelRecord) -> Provider:
+        if ch.type == "local":
+            if self.local_factory is None:
+                raise UpstreamError("unavailable", "the local engine is not enabled")
+            if self._local is None:
+                self._local = self.local_factory()
+            return self._local
+        key = self.box.open(ch.key_encrypted)
+        if ch.type == "openai":
+            from .openai import OpenAIProvider
+            return OpenAIProvider(self.http, ch.base_url, key, timeout=self.timeout)
+        if ch.type == "azure":
+            from .azure import AzureProvider
+            return AzureProvider(self.http, ch.base_url, key, ch.deployments,
+                                 ch.api_version, timeout=self.timeout)
+        raise UpstreamError("protocol", f"unknown channel type {ch.type!r}")
+
+    async def check(self, model: str) -> list[ChannelRecord]:
+        """The candidate channels in the order to try them, or NoChannelError."""
+        enabled, listed = await self.serving(model)
+        if not enabled:
+            status = 503 if listed else 404
+            raise NoChannelError(f"{NO_CHANNEL_MESSAGE} (model: {model})", status=status,
+                                 code="model_not_available" if listed else "model_not_found")
+        return weighted_order(enabled)
+
+    async def connect(self, req: ConnectRequest,
+                      candidates: list[ChannelRecord]) -> tuple[ChannelRecord, Provider, Endpoint]:
+        failures: list[str] = []
+        for ch in candidates:
+            try:
+                prov = self.provider(ch)
+                ep = await prov.connect(req)
+            except UpstreamError as exc:
+                log.warning("channel %s failed for %s: %s (%s)", ch.name, req.model, exc.kind, exc.detail)
+                failures.append(exc.kind)
+                continue
+            except ValueError as exc:  # undecryptable key
+                log.error("channel %s unusable: %s", ch.name, exc)
+                failures.append("auth")
+                continue
+            return ch, prov, ep
+        kinds = list(dict.fromkeys(failures))
+        text = "; ".join(_KIND_TEXT.get(k, k) for k in kinds)
+        raise UpstreamFailure(
+            f"Could not open an upstream Realtime session for model {req.model} "
+            f"({len(failures)} channel{'s' if len(failures) != 1 else ''} tried): {text}.",
+            code="upstream_" + (kinds[0] if len(kinds) == 1 else "failed"))

@@ -1,0 +1,100 @@
+"""One settings model.  Sources, strongest first: command-line flags,
+``OPENOPEN8_*`` environment variables, a TOML file, defaults.
+
+The TOML file is ``--config FILE`` / ``OPENOPEN8_CONFIG``, else
+``<data dir>/openopen8.toml`` when it exists.  Keys are the field names below
+(``port = 8080``, ``[prices."my-model"]``, ``[local]`` …).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME")
+    return (Path(base) if base else Path.home() / ".local" / "share") / "openopen8"
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - unused
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OPENOPEN8_", extra="ignore",
+                                      env_nested_delimiter="__")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Field(default_factory=default_data_dir)
+    #: ``sqlite:///path`` or ``postgresql://user@host/db``; default: SQLite in data_dir
+    database_url: str | None = None
+    #: encrypts upstream keys at rest; default: a random key kept in data_dir/secret.key.
+    #: Several gateway instances on one database must share it.
+    secret_key: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: dialect assumed for a client that neither sends the beta header nor a
+    #: beta-shaped first session.update: "ga" or "beta"
+    default_dialect: str = "ga"
+    #: seconds to wait for an upstream handshake (and its first frame)
+    connect_timeout: float = 10.0
+    #: how often a running server re-reads channels from the store
+    refresh_seconds: float = 2.0
+    #: ping idle clients this often (seconds); 0 disables
+    heartbeat: float = 20.0
+    #: offer the built-in local engine as the channel for `openopen8-local`
+    #: when no channel in the store serves that model
+    local_engine: bool = True
+    #: local engine options (backends, model choices); see openopen8/engine
+    local: dict[str, Any] = Field(default_factory=dict)
+    log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings,
+                                   dotenv_settings, file_secret_settings):
+        return (init_settings, env_settings, _TomlSource(settings_cls, _pending_toml))
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'openopen8.db'}"
+
+
+_pending_toml: dict[str, Any] = {}
+
+
+def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
+    """Settings from flags (``overrides``; None values are ignored), the
+    environment and a TOML file."""
+    global _pending_toml
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    path = config or os.environ.get("OPENOPEN8_CONFIG")
+    if path is None:
+        data_dir = flags.get("data_dir") or os.environ.get("OPENOPEN8_DATA_DIR") or default_data_dir()
+        candidate = Path(data_dir) / "openopen8.toml"
+        path = candidate if candidate.exists() else None
+    toml: dict[str, Any] = {}
+    if path is not None:
+        with open(path, "rb") as f:
+            toml = tomllib.load(f)
+    _pending_toml = toml
+    try:
+        return Settings(**flags)
+    finally:
+        _pending_toml = {}

@@ -1,0 +1,177 @@
+"""The SQL store: SQLite (embedded default) or PostgreSQL, one schema,
+Alembic migrations applied on open."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import delete, event, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from . import schema
+from .base import ChannelRecord, StoreError, TokenRecord, as_utc, utcnow
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def async_url(url: str) -> str:
+    """Map the URLs users write to the async drivers we ship."""
+    for plain, driver in (("postgresql://", "postgresql+asyncpg://"),
+                          ("postgres://", "postgresql+asyncpg://"),
+                          ("sqlite:///", "sqlite+aiosqlite:///")):
+        if url.startswith(plain):
+            return driver + url[len(plain):]
+    return url
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets the CLI write while a server reads; wait instead of failing on a lock
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def _token(row: Any) -> TokenRecord:
+    return TokenRecord(id=row.id, name=row.name, prefix=row.prefix, models=list(row.models or []),
+                       expires_at=as_utc(row.expires_at), revoked_at=as_utc(row.revoked_at),
+                       created_at=as_utc(row.created_at))
+
+
+def _channel(row: Any) -> ChannelRecord:
+    return ChannelRecord(id=row.id, name=row.name, type=row.type, base_url=row.base_url,
+                         key_encrypted=bytes(row.key_encrypted), models=list(row.models or []),
+                         deployments=dict(row.deployments or {}), api_version=row.api_version,
+                         priority=row.priority, weight=row.weight, enabled=bool(row.enabled),
+                         extra=dict(row.extra or {}), created_at=as_utc(row.created_at))
+
+
+class SqlStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @classmethod
+    async def open(cls, url: str, migrate: bool = True) -> "SqlStore":
+        aurl = async_url(url)
+        kwargs: dict[str, Any] = {}
+        if aurl.startswith("sqlite"):
+            path = aurl.split(":///", 1)[1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+        else:
+            kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+        engine = create_async_engine(aurl, **kwargs)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        store = cls(engine)
+        if migrate:
+            await store.migrate()
+        return store
+
+    async def migrate(self) -> None:
+        """Bring the schema to head.  On PostgreSQL an advisory lock keeps two
+        gateway instances starting together from racing."""
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+
+        def run(sync_conn: Any) -> None:
+            cfg.attributes["connection"] = sync_conn
+            command.upgrade(cfg, "head")
+
+        async with self.engine.begin() as conn:
+            if self.engine.dialect.name == "postgresql":
+                await conn.execute(text("SELECT pg_advisory_xact_lock(80808080)"))
+            await conn.run_sync(run)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # ---- tokens -------------------------------------------------------------
+
+    async def create_token(self, name, secret_hash, prefix, models, expires_at):
+        try:
+            async with self.engine.begin() as conn:
+                res = await conn.execute(insert(schema.tokens).values(
+                    name=name, secret_hash=secret_hash, prefix=prefix, models=list(models),
+                    expires_at=expires_at, created_at=utcnow()))
+                row = (await conn.execute(select(schema.tokens).where(
+                    schema.tokens.c.id == res.inserted_primary_key[0]))).one()
+        except IntegrityError:
+            raise StoreError(f"a token named {name!r} already exists") from None
+        return _token(row)
+
+    async def token_by_hash(self, secret_hash):
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(schema.tokens).where(
+                schema.tokens.c.secret_hash == secret_hash))).first()
+        return _token(row) if row else None
+
+    async def list_tokens(self):
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(schema.tokens).order_by(schema.tokens.c.id))).all()
+        return [_token(r) for r in rows]
+
+    async def revoke_token(self, name):
+        async with self.engine.begin() as conn:
+            res = await conn.execute(update(schema.tokens).where(
+                schema.tokens.c.name == name, schema.tokens.c.revoked_at.is_(None)
+            ).values(revoked_at=utcnow()))
+            row = (await conn.execute(select(schema.tokens).where(
+                schema.tokens.c.name == name))).first()
+        if row is None:
+            raise StoreError(f"no token named {name!r}")
+        del res
+        return _token(row)
+
+    # ---- channels -----------------------------------------------------------
+
+    async def add_channel(self, ch):
+        try:
+            async with self.engine.begin() as conn:
+                res = await conn.execute(insert(schema.channels).values(
+                    name=ch.name, type=ch.type, base_url=ch.base_url,
+                    key_encrypted=ch.key_encrypted, models=list(ch.models),
+                    deployments=dict(ch.deployments), api_version=ch.api_version,
+                    priority=ch.priority, weight=ch.weight, enabled=ch.enabled,
+                    extra=dict(ch.extra), created_at=utcnow()))
+                row = (await conn.execute(select(schema.channels).where(
+                    schema.channels.c.id == res.inserted_primary_key[0]))).one()
+        except IntegrityError:
+            raise StoreError(f"a channel named {ch.name!r} already exists") from None
+        return _channel(row)
+
+    async def list_channels(self):
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(schema.channels).order_by(
+                schema.channels.c.priority.desc(), schema.channels.c.id))).all()
+        return [_channel(r) for r in rows]
+
+    async def set_channel_enabled(self, name, enabled):
+        async with self.engine.begin() as conn:
+            await conn.execute(update(schema.channels).where(
+                schema.channels.c.name == name).values(enabled=enabled))
+            row = (await conn.execute(select(schema.channels).where(
+                schema.channels.c.name == name))).first()
+        if row is None:
+            raise StoreError(f"no channel named {name!r}")
+        return _channel(row)
+
+    async def remove_channel(self, name):
+        async with self.engine.begin() as conn:
+            res = await conn.execute(delete(schema.channels).where(schema.channels.c.name == name))
+        if res.rowcount == 0:
+            raise StoreError(f"no channel named {name!r}")
+
+
+async def open_store(url: str, migrate: bool = True) -> SqlStore:
+    return await SqlStore.open(url, migrate=migrate)
+
+
+def run_sync(coro):  # pragma: no cover - small CLI helper
+    return asyncio.run(coro)

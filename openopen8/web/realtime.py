@@ -1,0 +1,84 @@
+"""``GET /v1/realtime``: authenticate and route *before* the upgrade, then
+run the relay.
+
+Every refusal that can be known before the upgrade is an HTTP status with an
+OpenAI-style JSON body: 401 (token), 403 (model not allowed), 429 (limits),
+404/503 (no channel), 502 (every channel's upstream failed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+
+from aiohttp import web
+
+from ..auth import wants_beta
+from ..errors import GatewayError
+from ..pipeline import build_chain
+from ..providers.base import ConnectRequest
+from ..relay.core import Relay
+from ..relay.endpoint import MAX_FRAME, WsEndpoint
+from ..relay.stage import Session
+
+log = logging.getLogger("openopen8.session")
+
+GATEWAY = web.AppKey("gateway", object)
+
+
+def _refuse(exc: GatewayError) -> web.Response:
+    return web.json_response(exc.body(), status=exc.status)
+
+
+async def realtime(request: web.Request) -> web.StreamResponse:
+    gw = request.app[GATEWAY]
+    query = request.query
+    try:
+        token = await gw.authenticate(request.headers, query)
+        model = query.get("model", "").strip()
+        if not model:
+            raise GatewayError("Missing required parameter: 'model'.", code="missing_model",
+                               param="model")
+        if not token.allows(model):
+            raise GatewayError(f"This gateway token may not use the model {model}.",
+                               code="model_not_allowed", status=403)
+        ws = web.WebSocketResponse(protocols=("realtime",), max_msg_size=MAX_FRAME,
+                                   heartbeat=gw.settings.heartbeat or None,
+                                   compress=False, timeout=5.0)
+        if not ws.can_prepare(request).ok:
+            raise GatewayError("This endpoint needs a WebSocket upgrade.", code="upgrade_required",
+                               status=426)
+        candidates = await gw.router.check(model)
+        await gw.admit(token, model)
+        beta = wants_beta(request.headers)
+        s = Session(id="sess_" + secrets.token_hex(12), model=model, token=token,
+                    client_dialect="beta" if beta else gw.settings.default_dialect)
+        s.facts["dialect_source"] = "header" if beta else "default"
+        s.facts["query"] = dict(query)
+        req = ConnectRequest(model=model, session_id=s.id, client_dialect=s.client_dialect)
+        channel, provider, upstream = await gw.router.connect(req, candidates)
+    except GatewayError as exc:
+        return _refuse(exc)
+
+    s.channel = channel
+    s.upstream_dialect = provider.dialect
+    try:
+        await ws.prepare(request)
+    except Exception:  # noqa: BLE001 - client vanished during the upgrade
+        await upstream.close(1000)
+        raise
+    log.info("session %s open: token=%s model=%s channel=%s dialect=%s/%s", s.id, token.name,
+             model, channel.name, s.client_dialect, s.upstream_dialect)
+    relay = Relay(WsEndpoint(ws), upstream, build_chain(gw, s), s)
+    task = asyncio.ensure_future(relay.run())
+    gw.sessions.add(task)
+    try:
+        outcome = await asyncio.shield(task)
+    except asyncio.CancelledError:
+        outcome = await task
+    finally:
+        gw.sessions.discard(task)
+    log.info("session %s closed by %s: code=%s events=%d/%d bytes=%d/%d", s.id, outcome.closed_by,
+             outcome.client_code, s.events_in, s.events_out, s.bytes_in, s.bytes_out)
+    return ws
