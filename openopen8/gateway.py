@@ -51,7 +51,10 @@ class Gateway:
     async def start(cls, settings: Settings) -> "Gateway":
         store = await open_store(settings.db_url)
         box = SecretBox(server_secret(settings.secret_key, settings.data_dir))
-        http = aiohttp.ClientSession()
+        # limit=0: an upgraded upstream WebSocket keeps its pool slot for the
+        # whole session, so the default pool (100) would cap the gateway at
+        # 100 concurrent sessions and stall the 101st until its connect timeout
+        http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         router = Router(store, box, http, timeout=settings.connect_timeout,
                         refresh_seconds=settings.refresh_seconds,
                         local_factory=local_factory(settings))
