@@ -3,13 +3,14 @@
 It runs in its own process (picows client, callbacks only), so its CPU is
 never charged to the relay under test.  Commands (dicts) and answers:
 
-* ``connect``: open ``n`` sessions to ``url`` -> ``{"ok", "failed", "error"}``
+* ``connect``: open ``n`` sessions to ``url`` as ``group`` (one group per
+  target; several targets can be loaded at once) -> ``{"ok", "failed", "error"}``
 * ``run``: from the absolute ``time.monotonic`` instant ``t0`` on, either
   stream (``mode="rate"``: every session sends one 20 ms audio append every
   20 ms, phases spread over the 20 ms) or flood (``mode="flood"``: each
   session keeps ``window`` events in flight); round trips whose *send* time
   falls in the measuring window ``[t0+warm, t0+warm+dur)`` are the samples.
-  Answers latency percentiles (µs), counts and the worker's own CPU.
+  Answers, per group, the round trips (ns), counts and the worker's own CPU.
 * ``close``: close every session; ``quit``: end the worker.
 
 ``time.monotonic`` is system-wide on Linux, so the orchestrator and every
@@ -139,6 +140,15 @@ def _make_client(stats: _Stats, audio: list[bytes]):
     return Client
 
 
+class _Group:
+    """The sessions one worker holds to one target, with their own counters."""
+
+    def __init__(self, audio: list[bytes]) -> None:
+        self.stats = _Stats()
+        self.Client = _make_client(self.stats, audio)
+        self.sessions: list[Any] = []
+
+
 class Worker:
     def __init__(self) -> None:
         import psutil
@@ -146,21 +156,23 @@ class Worker:
         from standin import tone_frames
 
         self.me = psutil.Process()
-        self.stats = _Stats()
-        self.Client = _make_client(self.stats, tone_frames(440.0))
-        self.sessions: list[Any] = []
+        self.audio = tone_frames(440.0)
+        self.groups: dict[str, _Group] = {}
 
-    async def connect(self, url: str, headers: dict[str, str], n: int,
+    async def connect(self, url: str, headers: dict[str, str], n: int, group: str = "",
                       concurrency: int = 32) -> dict[str, Any]:
         from picows import ws_connect
 
+        g = self.groups.get(group)
+        if g is None:
+            g = self.groups[group] = _Group(self.audio)
         sem = asyncio.Semaphore(concurrency)
         errors: list[str] = []
 
         async def one():
             async with sem:
                 try:
-                    _, client = await ws_connect(self.Client, url, extra_headers=headers or None,
+                    _, client = await ws_connect(g.Client, url, extra_headers=headers or None,
                                                  max_frame_size=MAX_FRAME,
                                                  websocket_handshake_timeout=30)
                     return client
@@ -170,19 +182,21 @@ class Worker:
 
         got = await asyncio.gather(*(one() for _ in range(n)))
         ok = [c for c in got if c is not None]
-        self.sessions.extend(ok)
+        g.sessions.extend(ok)
         return {"ok": len(ok), "failed": n - len(ok), "error": errors[0] if errors else None}
 
     async def run(self, mode: str, t0: float, warm: float, dur: float, drain: float,
                   first_index: int = 0, total: int = 0, window: int = 32,
                   echo: bool = False) -> dict[str, Any]:
+        """Load every group at once; the answer has one entry per group."""
         loop = asyncio.get_running_loop()
-        st = self.stats
         w0 = int((t0 + warm) * 1e9)
         w1 = int((t0 + warm + dur) * 1e9)
-        st.reset(w0, w1)
-        st.disconnects = 0
-        sessions = [s for s in self.sessions if not s.closed]
+        sessions = []
+        for g in self.groups.values():
+            g.stats.reset(w0, w1)
+            g.stats.disconnects = 0
+            sessions += [s for s in g.sessions if not s.closed]
         for s in sessions:
             s.echo = echo
             s.flood = False
@@ -197,7 +211,7 @@ class Worker:
                     s.send()
         else:
             # every session sends every 20 ms; session g of `total` at phase g/total
-            total = total or len(sessions)
+            total = max(total, first_index + len(sessions))
             slots: dict[int, list] = {}
             nslots = 20
             for k, s in enumerate(sessions):
@@ -220,32 +234,37 @@ class Worker:
         for s in sessions:
             s.flood = False
         cpu1 = self.me.cpu_times()
-        return {
-            "sessions": len(sessions),
-            "sent_in_window": st.sent_in_window,
-            "samples_ns": st.samples.tobytes(),
-            "received": st.received,
-            "recv_in_window": st.recv_in_window,
-            "other": st.other,
-            "disconnects": st.disconnects,
-            "cpu": (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system),
-        }
+        cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+        out = {}
+        for name, g in self.groups.items():
+            st = g.stats
+            out[name] = {
+                "sessions": sum(1 for s in g.sessions if not s.closed),
+                "sent_in_window": st.sent_in_window,
+                "samples_ns": st.samples.tobytes(),
+                "received": st.received,
+                "recv_in_window": st.recv_in_window,
+                "other": st.other,
+                "disconnects": st.disconnects,
+                "cpu": cpu,
+            }
+        return out
 
     async def close(self) -> dict[str, Any]:
-        for s in self.sessions:
+        every = [s for g in self.groups.values() for s in g.sessions]
+        for s in every:
             if not s.closed:
                 try:
                     s.t.send_close(1000)
                 except Exception:  # noqa: BLE001
                     pass
         deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and any(not s.closed for s in self.sessions):
+        while time.monotonic() < deadline and any(not s.closed for s in every):
             await asyncio.sleep(0.02)
-        for s in self.sessions:
+        for s in every:
             s.t.disconnect()
-        n = len(self.sessions)
-        self.sessions = []
-        return {"closed": n}
+        self.groups = {}
+        return {"closed": len(every)}
 
 
 def _loop_time(loop: asyncio.AbstractEventLoop, mono: float) -> float:
