@@ -69,9 +69,9 @@ def serve(host: Annotated[Optional[str], typer.Option(help="Address to bind.")] 
                          tls_cert=tls_cert, tls_key=tls_key)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from .app import serve as run_server
+    from .app import run as run_server
     try:
-        asyncio.run(run_server(settings))
+        run_server(settings)
     except KeyboardInterrupt:  # pragma: no cover
         pass
 
