@@ -5,7 +5,8 @@ moves frames both ways without looking at them; the first close ends both
 sides.  No auth, no parsing, no stages.  Same socket settings as openopen8
 where the library has them (no compression, 16 MiB frames, pings answered).
 
-    python bench/forwarders.py {picows,aiohttp,websockets} --upstream ws://127.0.0.1:PORT [--port 0]
+    python bench/forwarders.py {picows,aiohttp,websockets} --upstream ws://127.0.0.1:PORT \
+        [--port 0] [--loop asyncio|uvloop]
 
 prints "READY <port>" once listening.
 """
@@ -161,9 +162,16 @@ def main() -> None:
     ap.add_argument("--upstream", required=True, help="ws://host:port (the path is the client's)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
+                    help="event loop (openopen8 serves on uvloop when it is installed)")
     a = ap.parse_args()
+    factory = asyncio.new_event_loop
+    if a.loop == "uvloop":
+        import uvloop
+        factory = uvloop.new_event_loop
     try:
-        asyncio.run(SERVERS[a.library](a.host, a.port, a.upstream.rstrip("/")))
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(SERVERS[a.library](a.host, a.port, a.upstream.rstrip("/")))
     except KeyboardInterrupt:  # pragma: no cover
         sys.exit(0)
 

@@ -193,12 +193,14 @@ class Target:
         return self.error is None and bool(self.url)
 
 
-def setup_bare(name: str, upstream: str, run_dir: Path) -> Target:
+def setup_bare(name: str, upstream: str, run_dir: Path, loop: str) -> Target:
     lib = name.split("-", 1)[1]
     t = Target(name)
+    t.info["loop"] = loop
     try:
         t.proc, port = start_ready([sys.executable, str(BENCH / "forwarders.py"), lib,
-                                    "--upstream", upstream], run_dir / f"{name}.log")
+                                    "--upstream", upstream, "--loop", loop],
+                                   run_dir / f"{name}.log")
     except Exception as exc:  # noqa: BLE001
         t.error = str(exc)
         return t
@@ -571,6 +573,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "calling it the limit: the machine is shared, one noisy window is not a verdict")
     ap.add_argument("--phases", default="idle,cpu,flood,steps",
                     help="which measurements to run (comma-separated subset of the default)")
+    ap.add_argument("--bare-loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+                    help="event loop of the bare forwarders; auto: the one openopen8 serves on "
+                    "(uvloop when installed), so the floor is measured on equal terms")
     ap.add_argument("--keep-logs", action="store_true", help="keep the run directory")
     a = ap.parse_args(argv)
     quick = a.quick
@@ -596,6 +601,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         names.insert(0, "direct")
     if a.skip_litellm and "litellm" in names:
         names.remove("litellm")
+    if a.bare_loop == "auto":
+        try:
+            import uvloop  # noqa: F401
+            a.bare_loop = "uvloop"
+        except ImportError:
+            a.bare_loop = "asyncio"
     a.variants = {}
     for ref in a.openopen8_at:
         a.variants[f"openopen8@{ref}"] = {"ref": ref}
@@ -625,8 +636,9 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             "audio": "input_audio_buffer.append / response.output_audio.delta, 20 ms PCM16 24 kHz "
                      "(960 bytes raw, 1280 base64), one each way every 20 ms per session",
             "round_trip": "one client event up + one server event down",
-            "loadgen_procs": a.load_procs, "run_dir": str(run_dir),
-            "libraries": {m: _version(m) for m in ("picows", "aiohttp", "websockets", "orjson")},
+            "loadgen_procs": a.load_procs, "run_dir": str(run_dir), "bare_loop": a.bare_loop,
+            "libraries": {m: _version(m) for m in ("picows", "aiohttp", "websockets", "orjson",
+                                                   "uvloop")},
         },
         "targets": {}, "idle_memory": {}, "cpu_concurrent": [], "flood": {}, "steps": [],
         "summary": {},
@@ -644,7 +656,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             if name == "direct":
                 return Target("direct", url=f"{up_ws}/v1/realtime?model={MODEL}")
             if name in BARE:
-                return setup_bare(name, up_ws, run_dir)
+                return setup_bare(name, up_ws, run_dir, a.bare_loop)
             if name == "openopen8":
                 t = setup_openopen8(up_http, run_dir)
                 t.info["commit"] = result["meta"]["commit"]
