@@ -8,7 +8,7 @@ from typing import Any
 
 from .auth import display_prefix, hash_secret, new_secret
 from .crypto import SecretBox
-from .store.base import ChannelRecord, StoreError, TokenRecord
+from .store.base import ChannelRecord, StoreError, TokenLimits, TokenRecord
 
 CHANNEL_TYPES = ("openai", "azure", "local")
 
@@ -40,10 +40,10 @@ class NewToken:
 
 
 async def create_token(store: Any, name: str, models: list[str] | None = None,
-                       expires: str | None = None) -> NewToken:
+                       expires: str | None = None, limits: TokenLimits | None = None) -> NewToken:
     secret = new_secret()
     rec = await store.create_token(name, hash_secret(secret), display_prefix(secret),
-                                   models or [], parse_expiry(expires))
+                                   models or [], parse_expiry(expires), limits)
     return NewToken(rec, secret)
 
 
