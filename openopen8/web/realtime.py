@@ -56,21 +56,32 @@ async def realtime(request: web.Request) -> web.StreamResponse:
                     client_dialect="beta" if beta else gw.settings.default_dialect)
         s.facts["dialect_source"] = "header" if beta else "default"
         s.facts["query"] = dict(query)
-        req = ConnectRequest(model=model, session_id=s.id, client_dialect=s.client_dialect)
-        channel, provider, upstream = await gw.router.connect(req, candidates)
+        # quota, concurrency and rate limits: checked and the session recorded in one
+        # transaction (a reservation, not a check: undone below if the session never starts)
+        s.facts["grant"] = await gw.ledger.admit(s)
     except GatewayError as exc:
         return _refuse(exc)
+    try:
+        req = ConnectRequest(model=model, session_id=s.id, client_dialect=s.client_dialect)
+        channel, provider, upstream = await gw.router.connect(req, candidates)
+    except BaseException as exc:
+        await gw.ledger.abandon(s)
+        if isinstance(exc, GatewayError):
+            return _refuse(exc)
+        raise
 
     s.channel = channel
     s.upstream_dialect = provider.dialect
     try:
         await ws.prepare(request)
-    except Exception:  # noqa: BLE001 - client vanished during the upgrade
+    except BaseException:  # client vanished during the upgrade
         await upstream.close(1000)
+        await gw.ledger.abandon(s)
         raise
     log.info("session %s open: token=%s model=%s channel=%s dialect=%s/%s", s.id, token.name,
              model, channel.name, s.client_dialect, s.upstream_dialect)
-    relay = Relay(WsEndpoint(ws), upstream, build_chain(gw, s), s)
+    relay = Relay(WsEndpoint(ws), upstream, build_chain(gw, s), s,
+                  tick_seconds=gw.settings.tick_seconds, settle_seconds=gw.settings.settle_seconds)
     task = asyncio.ensure_future(relay.run())
     gw.sessions.add(task)
     try:
