@@ -19,6 +19,17 @@ sends ``speech_started`` (``audio_start_ms`` = window start − ``prefix_padding
 (``audio_end_ms`` = end of the last window processed) and an automatic commit of the whole
 buffer; then a response if ``create_response``.  ``speech_started`` cancels an active response
 (reason ``turn_detected``) if ``interrupt_response``.  Times count only whole windows.
+
+Typical use::
+
+    async with StandIn(ping_interval=0.2) as up:          # or a fixture yielding it
+        up.scripts.append(Script(text="It is sunny.", audio_deltas=2))
+        ...  # point the gateway (or the SDK: base_url=up.base_url) at up.url
+        s = await up.session()                              # the latest connection
+        assert s.received[0]["type"] == "session.update" and len(s.input_audio) > 0
+
+Not modelled: input ``idle_timeout_ms``, ``response.create`` ``input``/``instructions`` (the
+script decides what is said), transcription sessions, MCP tools, the 60-minute cap.
 """
 
 from __future__ import annotations
@@ -47,7 +58,8 @@ DEFAULT_MODELS = frozenset({
 MAX_FRAME = 16 * 1024 * 1024
 VAD_FULL_SCALE = 2000
 PCM24 = {"type": "audio/pcm", "rate": 24000}
-BETA_FORMATS = {"pcm16": PCM24, "g711_ulaw": {"type": "audio/pcmu"}, "g711_alaw": {"type": "audio/pcma"}}
+BETA_FORMATS = {"pcm16": PCM24, "g711_ulaw": {"type": "audio/pcmu"},
+                "g711_alaw": {"type": "audio/pcma"}}
 GA_TO_BETA_FORMAT = {v["type"]: k for k, v in BETA_FORMATS.items()}
 GA_CLIENT_TYPES = (
     "session.update", "session.close", "input_audio_buffer.append",
@@ -83,8 +95,10 @@ BETA_RESPONSE_KEYS = {"modalities", "instructions", "voice", "output_audio_forma
 #: GA event → beta event name (None: not sent in beta)
 BETA_NAMES = {
     "conversation.item.added": "conversation.item.created", "conversation.item.done": None,
-    "response.output_text.delta": "response.text.delta", "response.output_text.done": "response.text.done",
-    "response.output_audio.delta": "response.audio.delta", "response.output_audio.done": "response.audio.done",
+    "response.output_text.delta": "response.text.delta",
+    "response.output_text.done": "response.text.done",
+    "response.output_audio.delta": "response.audio.delta",
+    "response.output_audio.done": "response.audio.done",
     "response.output_audio_transcript.delta": "response.audio_transcript.delta",
     "response.output_audio_transcript.done": "response.audio_transcript.done",
 }
@@ -155,7 +169,8 @@ def _alaw(b: int) -> int:
     return x if b & 0x80 else -x
 
 
-G711_DECODE = {"audio/pcmu": [_ulaw(b) for b in range(256)], "audio/pcma": [_alaw(b) for b in range(256)]}
+G711_DECODE = {"audio/pcmu": [_ulaw(b) for b in range(256)],
+               "audio/pcma": [_alaw(b) for b in range(256)]}
 
 
 def _nearest_encoder(table: list[int]) -> list[int]:
@@ -221,9 +236,10 @@ def _check_format(fmt: Any, path: str) -> dict:
     rate = fmt.get("rate", 24000)
     if rate != 24000:
         low = rate < 24000
-        raise ClientError(f"Invalid '{path}.rate': integer {'below minimum' if low else 'above maximum'}"
-                          f" value. Expected a value {'>=' if low else '<='} 24000, but got {rate} instead.",
-                          "integer_below_min_value" if low else "integer_above_max_value", f"{path}.rate")
+        raise ClientError(
+            f"Invalid '{path}.rate': integer {'below minimum' if low else 'above maximum'} value. "
+            f"Expected a value {'>=' if low else '<='} 24000, but got {rate} instead.",
+            "integer_below_min_value" if low else "integer_above_max_value", f"{path}.rate")
     return dict(PCM24)
 
 
@@ -337,8 +353,8 @@ class Session:
                  beta: bool) -> None:
         self.standin, self.request, self.ws, self.beta = standin, request, ws, beta
         self.path, self.query, self.headers = request.path, dict(request.query), dict(request.headers)
-        self.protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")
-                          if p.strip()]
+        offered = request.headers.get("Sec-WebSocket-Protocol", "")
+        self.protocols = [p.strip() for p in offered.split(",") if p.strip()]
         self.session: dict = {}
         self.temperature = 0.8
         self.received: list[dict] = []
@@ -404,13 +420,15 @@ class Session:
         a_in, a_out = s["audio"]["input"], s["audio"]["output"]
         return {
             "object": "realtime.session", "id": s["id"], "expires_at": s["expires_at"],
-            "model": s["model"], "modalities": ["text"] if s["output_modalities"] == ["text"] else ["audio", "text"],
+            "model": s["model"],
+            "modalities": ["text"] if s["output_modalities"] == ["text"] else ["audio", "text"],
             "instructions": s["instructions"], "voice": a_out["voice"],
             "input_audio_format": GA_TO_BETA_FORMAT[a_in["format"]["type"]],
             "output_audio_format": GA_TO_BETA_FORMAT[a_out["format"]["type"]],
             "input_audio_transcription": a_in["transcription"],
             "input_audio_noise_reduction": a_in["noise_reduction"],
-            "turn_detection": a_in["turn_detection"], "tools": s["tools"], "tool_choice": s["tool_choice"],
+            "turn_detection": a_in["turn_detection"],
+            "tools": s["tools"], "tool_choice": s["tool_choice"],
             "temperature": self.temperature, "max_response_output_tokens": s["max_output_tokens"],
             "speed": a_out["speed"], "tracing": s["tracing"], "truncation": s["truncation"],
             "prompt": s["prompt"], "include": s["include"],
@@ -532,7 +550,8 @@ class Session:
         try:
             chunk = base64.b64decode(ev.get("audio") or "", validate=True)
         except (ValueError, TypeError):
-            raise ClientError("Invalid 'audio': expected base64-encoded audio.", "invalid_value", "audio")
+            raise ClientError("Invalid 'audio': expected base64-encoded audio.",
+                              "invalid_value", "audio")
         fmt = self.session["audio"]["input"]["format"]
         if not self.input_formats or self.input_formats[-1] != fmt:
             self.input_formats.append(dict(fmt))
@@ -633,8 +652,9 @@ class Session:
         _check_keys(item, {"id", "type", "object", "status", "role", "content", "call_id", "name",
                            "arguments", "output"}, "item")
         if item.get("type") not in ("message", "function_call", "function_call_output"):
-            raise ClientError(f"Invalid value: '{item.get('type')}'. Supported values are: 'message', "
-                              "'function_call', and 'function_call_output'.", "invalid_value", "item.type")
+            raise ClientError(f"Invalid value: '{item.get('type')}'. Supported values are: "
+                              "'message', 'function_call', and 'function_call_output'.",
+                              "invalid_value", "item.type")
         if item["type"] == "message" and item.get("role") not in ("user", "assistant", "system"):
             raise ClientError("Missing or invalid 'item.role'.", "invalid_value", "item.role")
         item.setdefault("id", _id("item"))
@@ -695,7 +715,8 @@ class Session:
         else:
             mods = params.get("output_modalities")
             r_out = (params.get("audio") or {}).get("output") or {}
-            fmt = _check_format(r_out["format"], "response.audio.output.format") if "format" in r_out else None
+            fmt = r_out.get("format")
+            fmt = fmt and _check_format(fmt, "response.audio.output.format")
             voice = r_out.get("voice")
         mods, fmt, voice = mods or s["output_modalities"], fmt or out["format"], voice or out["voice"]
         in_conv = params.get("conversation", "auto") != "none"
@@ -710,7 +731,8 @@ class Session:
             obj.update(modalities=["text"] if mods == ["text"] else ["audio", "text"], voice=voice,
                        output_audio_format=GA_TO_BETA_FORMAT[fmt["type"]],
                        temperature=params.get("temperature", self.temperature),
-                       max_output_tokens=params.get("max_response_output_tokens", s["max_output_tokens"]))
+                       max_output_tokens=params.get("max_response_output_tokens",
+                                                    s["max_output_tokens"]))
         else:
             obj.update(output_modalities=mods,
                        max_output_tokens=params.get("max_output_tokens", s["max_output_tokens"]),
@@ -752,7 +774,8 @@ class Session:
                 await self._emit(r, {"type": "response.done", "response": r.obj})
             if r.script.rate_limits:
                 await self._emit(r, {"type": "rate_limits.updated", "rate_limits": [
-                    {"name": "tokens", "limit": 15000000, "remaining": 14999716, "reset_seconds": 0.001}]})
+                    {"name": "tokens", "limit": 15000000, "remaining": 14999716,
+                     "reset_seconds": 0.001}]})
         except _Closed:
             pass
         finally:
@@ -794,11 +817,11 @@ class Session:
         pcm = self.item_audio.setdefault(item["id"], bytearray())
         self.item_format[item["id"]] = r.fmt
         said: list[str] = []
+        kind = "response.output_audio_transcript.delta" if audio else "response.output_text.delta"
         cancelled = False
         try:
             for i in range(max(len(words), s.audio_deltas if audio else 0)):
                 if i < len(words) and words[i]:
-                    kind = "response.output_audio_transcript.delta" if audio else "response.output_text.delta"
                     await self._emit(r, {"type": kind, **base, "delta": words[i]}, check=True)
                     said.append(words[i])
                 if audio and i < s.audio_deltas:
@@ -812,11 +835,14 @@ class Session:
         text = "".join(said)
         if audio:
             await self._emit(r, {"type": "response.output_audio.done", **base})
-            await self._emit(r, {"type": "response.output_audio_transcript.done", **base, "transcript": text})
-            part, content = {"type": "audio", "transcript": text}, {"type": ct("output_audio"), "transcript": text}
+            await self._emit(r, {"type": "response.output_audio_transcript.done", **base,
+                                 "transcript": text})
+            part = {"type": "audio", "transcript": text}
+            content = {"type": ct("output_audio"), "transcript": text}
         else:
             await self._emit(r, {"type": "response.output_text.done", **base, "text": text})
-            part, content = {"type": "text", "text": text}, {"type": ct("output_text"), "text": text}
+            part = {"type": "text", "text": text}
+            content = {"type": ct("output_text"), "text": text}
         await self._emit(r, {"type": "response.content_part.done", **base, "part": part})
         item.update(status="incomplete" if cancelled else "completed", content=[content])
         await self._close_item(r, item, base)
