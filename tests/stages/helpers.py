@@ -79,17 +79,19 @@ def _type_literal(tp: Any) -> tuple[Any, ...] | None:
     return None
 
 
-def strict(value: Any, tp: Any, path: str = "$") -> None:
+def strict(value: Any, tp: Any, path: str = "$", allow: frozenset[str] = frozenset()) -> None:
     """Like validation, but also refuses keys the SDK type does not declare.
 
     Works on the SDK's TypedDict params (client events) and pydantic models
-    (server events), whose own validation ignores extra keys.
+    (server events), whose own validation ignores extra keys.  ``allow``
+    names keys to accept anywhere although the type lacks them (the frozen
+    beta SDK types miss a few fields the beta wire had).
     """
     origin = typing.get_origin(tp)
     if tp is Any or tp is object:
         return
     if origin is typing.Annotated:
-        return strict(value, typing.get_args(tp)[0], path)
+        return strict(value, typing.get_args(tp)[0], path, allow)
     if tp is type(None):
         if value is not None:
             raise Unknown(f"{path}: expected null, got {value!r}")
@@ -103,7 +105,7 @@ def strict(value: Any, tp: Any, path: str = "$") -> None:
         errors = []
         for m in members:
             try:
-                strict(value, m, path)
+                strict(value, m, path, allow)
                 return
             except Unknown as e:
                 errors.append(str(e))
@@ -121,21 +123,22 @@ def strict(value: Any, tp: Any, path: str = "$") -> None:
         else:
             hints = {k: f.annotation for k, f in tp.model_fields.items()}
             required = {k for k, f in tp.model_fields.items() if f.is_required()}
-        unknown = set(value) - set(hints)
+        unknown = set(value) - set(hints) - allow
         if unknown:
             raise Unknown(f"{path}: keys {sorted(unknown)} unknown to {tp.__name__}")
         missing = set(required) - set(value)
         if missing:
             raise Unknown(f"{path}: missing {sorted(missing)} for {tp.__name__}")
         for k, v in value.items():
-            strict(v, hints[k], f"{path}.{k}")
+            if k in hints:
+                strict(v, hints[k], f"{path}.{k}", allow)
         return
     if origin in (list, collections.abc.Iterable, collections.abc.Sequence, typing.List):
         if not isinstance(value, list):
             raise Unknown(f"{path}: expected a list, got {value!r}")
         (arg,) = typing.get_args(tp) or (Any,)
         for i, v in enumerate(value):
-            strict(v, arg, f"{path}[{i}]")
+            strict(v, arg, f"{path}[{i}]", allow)
         return
     if origin in (dict, typing.Dict, collections.abc.Mapping):
         if not isinstance(value, dict):
@@ -153,6 +156,12 @@ def strict(value: Any, tp: Any, path: str = "$") -> None:
     return
 
 
+_adapters: dict[Any, pydantic.TypeAdapter] = {}
+
+
 def validate_model(value: dict[str, Any], tp: Any) -> None:
     """pydantic validation through the SDK's discriminated unions."""
-    pydantic.TypeAdapter(tp).validate_python(value)
+    ad = _adapters.get(tp)
+    if ad is None:
+        ad = _adapters[tp] = pydantic.TypeAdapter(tp)
+    ad.validate_python(value)
