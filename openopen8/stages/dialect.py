@@ -46,7 +46,8 @@ def _rename(ev: Event, rule: tuple[str, str, str]) -> Event:
     old_pfx, new_pfx, new = rule
     raw = ev.raw
     if raw is not None and raw.startswith(old_pfx):
-        return Event(raw=new_pfx + raw[len(old_pfx):], type=new)
+        # one copy of the text (str.replace stops at the first match, at 0)
+        return Event(raw=raw.replace(old_pfx, new_pfx, 1), type=new)
     d = ev.data
     d["type"] = new
     ev.touch()
