@@ -275,3 +275,34 @@ def test_beta_update_would_be_rejected_by_ga_untranslated(d):
     """The check has teeth: the raw beta update is not valid GA."""
     with pytest.raises(AssertionError):
         strict(d, GAClientEventParam)
+
+
+# ------------------------------------------------- a beta (Azure preview) upstream
+def test_beta_client_through_to_a_beta_upstream_round_trips():
+    """beta client -> GA inside -> beta upstream: the upstream gets valid beta."""
+    s = make_session(facts={"dialect_source": "header"}, client_dialect="beta",
+                     upstream_dialect="beta")
+    up, _ = client_to_upstream(_chain(), s, copy.deepcopy(BETA_CLIENT_TURN))
+    for e in up:
+        strict(e, BetaClientEvent)
+    sess = up[0]["session"]
+    assert sess["modalities"] == ["audio", "text"] and sess["voice"] == "alloy"
+    assert sess["input_audio_format"] == "pcm16" and sess["turn_detection"]["type"] == "server_vad"
+    assert "temperature" not in sess and "type" not in sess
+
+
+def test_ga_client_to_a_beta_upstream_and_its_events_back_in_ga_order():
+    s = make_session(facts={"dialect_source": "default"}, upstream_dialect="beta")
+    beta_turn = upstream_to_client(
+        _chain(), make_session(facts={"dialect_source": "header"}, client_dialect="beta"),
+        copy.deepcopy(GA_SERVER_TURN))            # the beta sequence, as a beta upstream sends it
+    out = upstream_to_client(_chain(), s, beta_turn)
+    assert [e["type"] for e in out] == [e["type"] for e in GA_SERVER_TURN]
+    for e in out:
+        validate_model(e, GAServerEvent)
+        # the GA SDK types session.created's session as the *request* model,
+        # which lacks the server-set id/object/expires_at the live server sends
+        strict(e, GAServerEvent, allow=frozenset({"id", "object", "expires_at"}))
+    done = out[[e["type"] for e in out].index("response.done")]["response"]
+    assert done["output_modalities"] == ["audio"]
+    assert done["output"][0]["content"][0]["type"] == "output_audio"
