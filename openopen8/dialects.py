@@ -181,7 +181,8 @@ INPUT_RATE_FIELD = "input_audio_sample_rate"
 OUTPUT_RATE_FIELD = "output_audio_sample_rate"
 
 #: beta session fields -> where they live in GA (``audio.*`` paths are
-#: nested).  Used by the translators below and by :func:`is_beta_shaped`.
+#: nested).  The translators below implement it; :func:`has_beta_fields`
+#: uses its keys.
 SESSION_FIELDS_BETA_TO_GA: dict[str, str] = {
     "modalities": "output_modalities",
     "voice": "audio.output.voice",
@@ -205,17 +206,9 @@ _TRANSCRIPTION_BETA_TO_GA = {
 }
 
 
-def is_beta_shaped(session: Any) -> bool:
-    """A ``session.update`` payload written for beta: no ``type`` (GA
-    requires it on every update) or any beta-only top-level field."""
-    if not isinstance(session, dict):
-        return False
-    if "type" not in session:
-        return True
-    return any(k in BETA_ONLY_SESSION_FIELDS for k in session)
-
-
 def has_beta_fields(session: dict[str, Any]) -> bool:
+    """Whether a session payload carries any beta-only top-level field (a
+    GA-typed session may: seed 003 does)."""
     for k in session:
         if k in BETA_ONLY_SESSION_FIELDS:
             return True
@@ -328,11 +321,6 @@ def transcription_session_to_ga(sess: dict[str, Any], *, input_rate: int | None 
         for k, v in audio_in.items():
             ain.setdefault(k, v)
     return out, dropped
-
-
-def _pop_sub(d: dict[str, Any], key: str) -> dict[str, Any]:
-    v = d.get(key)
-    return dict(v) if isinstance(v, dict) else {}
 
 
 def session_to_beta(sess: dict[str, Any]) -> dict[str, Any]:

@@ -12,9 +12,6 @@ from . import g711
 from .formats import Fmt
 from .resample import StreamResampler
 
-_EMPTY = np.zeros(0, dtype=np.int16)
-
-
 def decode(data: bytes, kind: str) -> np.ndarray:
     if kind == "pcm":
         return np.frombuffer(data, dtype="<i2")
