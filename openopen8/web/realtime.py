@@ -14,6 +14,7 @@ import secrets
 
 from aiohttp import web
 
+from ..audio.formats import parse_rate_hint
 from ..auth import wants_beta
 from ..errors import GatewayError
 from ..pipeline import build_chain
@@ -55,7 +56,13 @@ async def realtime(request: web.Request) -> web.StreamResponse:
         s = Session(id="sess_" + secrets.token_hex(12), model=model, token=token,
                     client_dialect="beta" if beta else gw.settings.default_dialect)
         s.facts["dialect_source"] = "header" if beta else "default"
-        s.facts["query"] = dict(query)
+        for side in ("input", "output"):   # rate hints for clients that cannot say it in-band
+            hint = query.get(f"{side}_rate")
+            if hint:
+                try:
+                    s.facts[f"{side}_rate"] = parse_rate_hint(hint)
+                except ValueError as exc:
+                    raise GatewayError(str(exc), code="invalid_value", param=f"{side}_rate") from None
         req = ConnectRequest(model=model, session_id=s.id, client_dialect=s.client_dialect)
         channel, provider, upstream = await gw.router.connect(req, candidates)
     except GatewayError as exc:
