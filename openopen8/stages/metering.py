@@ -1,8 +1,9 @@
 """Metering: every usage the upstream reports becomes a priced ledger row.
 
-The stage sits nearest the upstream, so it sees events in the upstream's
-dialect (GA, or beta for Azure preview channels) and audio in the upstream's
-format; it knows both dialects' names.  It is cheap on the hot path: the
+The stage sits last before the upstream's edge (only a beta upstream's
+dialect stage lies beyond), so it sees what the upstream bills: GA events
+and audio in the upstream's format.  It knows the beta names too, so it is
+right wherever it stands.  It is cheap on the hot path: the
 peeked ``ev.type`` picks the few events it reads, audio is never decoded
 (seconds come from the length of the base64 text, found with ``str.find``)
 and only ``response.created``/``response.done``, ``session.*`` and the
