@@ -139,6 +139,16 @@ def test_audio_seconds_from_base64_length_in_the_sessions_format_without_parsing
     assert end.close_code == 1000 and end.events_in == 2
 
 
+def test_audio_length_is_found_whatever_the_json_spacing():
+    m, s, sink = meter()
+    for text in ('{"type": "input_audio_buffer.append", "audio": "%s"}',
+                 '{"type":"input_audio_buffer.append","event_id":"audio","audio" :\t"%s"}',
+                 '{"audio":"%s","type":"input_audio_buffer.append"}'):
+        m.on_client(Event(text % b64(4800)), s)
+    m.on_client(Event.from_data({"type": "input_audio_buffer.append", "audio": b64(4800)}), s)
+    assert abs(m.audio_in_seconds - 0.4) < 1e-3
+
+
 def test_beta_upstream_session_and_names():
     m, s, sink = meter()
     m.on_server(ev(type="session.updated", session={

@@ -51,18 +51,27 @@ class Sink(Protocol):
     def closed(self, end: SessionEnd, token_id: int) -> None: ...
 
 
-def b64_len(ev: Event, field: str, marker: str) -> int:
-    """Length of the base64 string in ``field`` without parsing the event."""
+def b64_len(ev: Event, field: str) -> int:
+    """Length of the string in top-level ``field`` (base64 audio) without
+    parsing the event: a few ``str.find`` calls, whatever the JSON spacing."""
     raw = ev.raw
     if raw is None:
         v = ev.data.get(field)
         return len(v) if isinstance(v, str) else 0
-    i = raw.find(marker)
-    if i < 0:
-        return 0
-    i += len(marker)
-    j = raw.find('"', i)
-    return j - i if j > i else 0
+    key = f'"{field}"'
+    start = 0
+    while True:
+        i = raw.find(key, start)
+        if i < 0:
+            return 0
+        k = i + len(key)
+        while raw[k:k + 1] in (" ", "\n", "\r", "\t"):
+            k += 1
+        if raw[k:k + 1] == ":":                 # a key, not a value that happens to match
+            q = raw.find('"', k + 1)
+            j = raw.find('"', q + 1) if q >= 0 else -1
+            return j - q - 1 if j > q else 0
+        start = k
 
 
 def _ga_bps(fmt: Any) -> int | None:
@@ -114,13 +123,13 @@ class MeteringStage:
 
     def on_client(self, ev: Event, s: Session) -> Forward:
         if ev.type in _APPENDS:
-            self.audio_in_seconds += b64_len(ev, "audio", '"audio":"') * 0.75 / self.in_bps
+            self.audio_in_seconds += b64_len(ev, "audio") * 0.75 / self.in_bps
         return ev
 
     def on_server(self, ev: Event, s: Session) -> Forward:
         t = ev.type
         if t in _AUDIO_DELTAS:
-            n = b64_len(ev, "delta", '"delta":"') * 0.75
+            n = b64_len(ev, "delta") * 0.75
             self.audio_out_seconds += n / self.out_bps
             self.flight_audio_bytes += n
         elif t in _TEXT_DELTAS:
