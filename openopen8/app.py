@@ -13,6 +13,7 @@ from aiohttp import web
 from .gateway import Gateway
 from .metrics import metrics_handler
 from .settings import Settings
+from .web import admin
 from .web.realtime import GATEWAY, realtime
 
 log = logging.getLogger("openopen8")
@@ -41,6 +42,7 @@ def create_app(settings: Settings) -> web.Application:
         app.router.add_get(path, realtime)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_handler)
+    admin.add_routes(app)
     return app
 
 
