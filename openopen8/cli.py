@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import ops
+from .billing import PriceTable
 from .crypto import SecretBox, server_secret
 from .settings import Settings, load_settings
 from .store.base import StoreError, TokenLimits
@@ -69,6 +70,11 @@ def serve(host: Annotated[Optional[str], typer.Option(help="Address to bind.")] 
                          tls_cert=tls_cert, tls_key=tls_key)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        PriceTable(settings.prices, settings.fallback_price)
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] bad price settings: {exc}")
+        raise typer.Exit(1) from None
     from .app import serve as run_server
     try:
         asyncio.run(run_server(settings))

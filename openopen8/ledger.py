@@ -103,6 +103,7 @@ class Ledger:
         self._ends: list[SessionEnd] = []
         self._channels: dict[str, str] = {}
         self._balances: dict[int, TokenBalance] = {}
+        self._live: set[str] = set()          # sessions this instance runs (their leases)
         self._wake = asyncio.Event()
         self._flush_lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
@@ -149,7 +150,8 @@ class Ledger:
             try:
                 if now >= next_lease:
                     next_lease = now + self.lease_seconds / 3
-                    await self.store.renew_leases(self.instance, self._lease_until())
+                    if self._live:
+                        await self.store.renew_leases(list(self._live), self._lease_until())
                 if now >= next_refresh:
                     next_refresh = now + self.refresh_seconds
                     await self._refresh()
@@ -179,10 +181,12 @@ class Ledger:
             bal.quota_nanos = limits.quota_nanos
             bal.spent_nanos = max(bal.spent_nanos, spent)   # spend only grows
         bal.sessions += 1
+        self._live.add(s.id)
         return Grant(limits, bal)
 
     async def abandon(self, s: Session) -> None:
         """The session never started (no upstream): forget its row."""
+        self._live.discard(s.id)
         self._release(s.token.id)
         try:
             await self.store.drop_session(s.id)
@@ -214,6 +218,7 @@ class Ledger:
             self._channels[session_id] = channel
 
     def closed(self, end: SessionEnd, token_id: int) -> None:
+        self._live.discard(end.id)
         self._ends.append(end)
         self._release(token_id)
         self._wake.set()

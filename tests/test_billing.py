@@ -119,3 +119,18 @@ def test_transcription_by_tokens_and_by_duration():
 def test_money_conversions_are_exact():
     assert nanos_of("12.345678901") == 12_345_678_901
     assert usd(nanos_of(0.1) * 3) == Decimal("0.3")
+
+
+def test_prices_and_admin_token_come_from_the_toml_file_and_env(tmp_path, monkeypatch):
+    from openopen8.settings import load_settings
+    cfg = tmp_path / "openopen8.toml"
+    cfg.write_text('[prices."gpt-realtime"]\naudio_out = 70.5\n\n'
+                   '[prices."my-voice-model"]\ntext_in = 1\naudio_in = 8\ntext_out = 4\naudio_out = 16\n\n'
+                   '[fallback_price]\naudio_out = 99\n')
+    monkeypatch.setenv("OPENOPEN8_ADMIN_TOKEN", "adm-1")
+    s = load_settings(cfg)
+    assert s.admin_token.get_secret_value() == "adm-1" and "adm-1" not in repr(s)
+    prices = PriceTable(s.prices, s.fallback_price)
+    assert prices.lookup("gpt-realtime")[0].audio_out == Decimal("70.5")
+    assert prices.lookup("my-voice-model-2026-01-01") == (prices.lookup("my-voice-model")[0], False)
+    assert prices.fallback.audio_out == 99 and prices.fallback.text_in == 5

@@ -79,7 +79,7 @@ async def test_max_sessions_counts_live_leases_only(store):
         await store.open_session("d", tok.id, "m", "i1", later())
     # a closed session frees its slot; a renewed lease keeps one
     await store.write_ledger([], [SessionEnd(id="a", closed_by="client", close_code=1000)])
-    await store.renew_leases("i1", later())
+    await store.renew_leases(["a", "c"], later())
     await store.open_session("d", tok.id, "m", "i1", later())
 
 

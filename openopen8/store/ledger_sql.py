@@ -74,11 +74,14 @@ class LedgerOps:
         async with self.writing() as conn:
             await conn.execute(_S.delete().where(_S.c.id == session_id))
 
-    async def renew_leases(self, instance: str, lease_until: datetime) -> None:
+    async def renew_leases(self, session_ids: list[str], lease_until: datetime) -> None:
+        """Extend the leases of the sessions an instance is running."""
+        ids = sorted(session_ids)
         async with self.writing() as conn:
-            await conn.execute(update(_S).where(_S.c.instance == instance,
-                                                _S.c.closed_at.is_(None))
-                               .values(lease_until=lease_until))
+            for i in range(0, len(ids), 500):
+                await conn.execute(update(_S).where(_S.c.id.in_(ids[i:i + 500]),
+                                                    _S.c.closed_at.is_(None))
+                                   .values(lease_until=lease_until))
 
     # ---- the ledger ----------------------------------------------------------
 
