@@ -233,7 +233,7 @@ def talk(
                      text_only=text_only, tools=tools, tool_results=tool_result or [],
                      timeout=timeout)
     except TalkUsageError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     raise typer.Exit(run_talk(opts))
 

@@ -59,11 +59,14 @@ class AudioFormat:
         return cls(kind, rate)
 
     @classmethod
-    def from_beta(cls, name: object, default: "AudioFormat") -> "AudioFormat":
+    def from_beta(cls, name: object, default: "AudioFormat", rate: object = None) -> "AudioFormat":
+        """A beta format name; ``rate`` is openopen8's ``*_audio_sample_rate`` extension."""
         kind = {"pcm16": "pcm16", "g711_ulaw": "pcmu", "g711_alaw": "pcma"}.get(name)  # type: ignore[arg-type]
         if kind is None:
             return default
-        return cls(kind, 24000 if kind == "pcm16" else 8000)
+        if kind != "pcm16":
+            return cls(kind, 8000)
+        return cls(kind, rate if isinstance(rate, int) and rate > 0 else 24000)
 
     def encode(self, samples: np.ndarray) -> bytes:
         """int16 samples at ``self.rate`` → wire bytes."""

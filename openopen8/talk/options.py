@@ -123,8 +123,6 @@ def build(*, url: str, token: str | None, model: str, file: Path | None, rate: i
         fmt = parse_format(audio_format, audio_rate)
     except AudioError as exc:
         raise UsageError(str(exc)) from None
-    if dialect == "beta" and fmt.kind == "pcm16" and fmt.rate != 24000:
-        raise UsageError("the beta dialect has no audio rate: pcm16 is 24000 Hz there")
     if fmt.kind == "pcm16" and not 8000 <= fmt.rate <= 48000:
         raise UsageError(f"--audio-rate {fmt.rate} is out of range (8000-48000)")
     if rate is not None and rate < 1000:

@@ -34,6 +34,7 @@ from .wire import Effective, SessionConfig
 
 CHUNK_MS = 20
 TRANSCRIPT_GRACE = 3.0  # seconds to wait for a late input transcription at the end
+QUIET, QUIET_MAX = 0.25, 1.0  # at the end: read until the server is quiet this long (at most MAX)
 
 
 class Failure(Exception):
@@ -283,6 +284,11 @@ class Talk:
             with contextlib.suppress(Failure):
                 await self.until(lambda: not self.conv.awaiting_transcript, "transcripts",
                                  timeout=TRANSCRIPT_GRACE)
+        # events that trail a reply (rate_limits.updated comes ~40 ms after
+        # response.done): take them in before closing, so --json shows them all
+        end = time.monotonic() + QUIET_MAX
+        while time.monotonic() < end and time.monotonic() - self.last_event < QUIET:
+            await self.pause(min(QUIET - (time.monotonic() - self.last_event), end - time.monotonic()))
 
     async def converse_mic(self, eff: Effective) -> None:
         """Capture until Ctrl-C; play replies; stop playback when the user
@@ -356,7 +362,7 @@ class Talk:
         except AudioError as exc:
             raise UsageError(str(exc)) from None
         except MicUnavailable as exc:
-            self.err.print(f"[red]error:[/red] {exc}", highlight=False)
+            self.err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             return 1
         try:
             http, self.ws = await open_socket(url, opts.token, opts.dialect == "beta")
@@ -448,7 +454,7 @@ def talk(opts: TalkOptions, out: Console | None = None, err: Console | None = No
     try:
         return asyncio.run(Talk(opts, out, err).run())
     except UsageError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -67,6 +67,9 @@ class SessionConfig:
             "input_audio_format": self.fmt.beta(), "output_audio_format": self.fmt.beta(),
             "turn_detection": {"type": "server_vad"} if self.vad else None,
         }
+        if self.fmt.kind == "pcm16" and self.fmt.rate != 24000:
+            # beta has no rate; openopen8's gateway reads this extension (OpenAI would refuse it)
+            s["input_audio_sample_rate"] = s["output_audio_sample_rate"] = self.fmt.rate
         if self.transcribe:
             s["input_audio_transcription"] = {"model": self.transcribe}
         if self.voice:
@@ -99,8 +102,10 @@ def effective(session: dict, dialect: str, asked: SessionConfig) -> Effective:
         out_fmt = AudioFormat.from_ga(a_out.get("format"), asked.fmt)
         td = a_in.get("turn_detection", "absent")
     else:
-        in_fmt = AudioFormat.from_beta(session.get("input_audio_format"), asked.fmt)
-        out_fmt = AudioFormat.from_beta(session.get("output_audio_format"), asked.fmt)
+        in_fmt = AudioFormat.from_beta(session.get("input_audio_format"), asked.fmt,
+                                       session.get("input_audio_sample_rate"))
+        out_fmt = AudioFormat.from_beta(session.get("output_audio_format"), asked.fmt,
+                                        session.get("output_audio_sample_rate"))
         td = session.get("turn_detection", "absent")
     if td == "absent":
         return Effective(in_fmt, out_fmt, asked.vad, None)
