@@ -107,6 +107,9 @@ def test_effective_formats_from_either_dialect():
     e = effective(ga, "ga", asked)
     assert e.in_fmt == AudioFormat("pcmu", 8000) and e.out_fmt == AudioFormat()
     assert e.vad and e.silence_ms == 200
+    assert e.transcribing  # not said: as asked
+    ga["audio"]["input"]["transcription"] = None
+    assert not effective(ga, "ga", asked).transcribing  # the server will not transcribe
     beta = {"input_audio_format": "g711_alaw", "output_audio_format": "pcm16", "turn_detection": None}
     e = effective(beta, "beta", asked)
     assert e.in_fmt == AudioFormat("pcma", 8000) and e.out_fmt.rate == 24000 and not e.vad
@@ -117,3 +120,19 @@ def test_effective_formats_from_either_dialect():
     assert "input_audio_sample_rate" not in SessionConfig(dialect="beta").session_update()["session"]
     e = effective({}, "beta", SessionConfig(vad=False))  # nothing said: what was asked
     assert e.in_fmt == AudioFormat() and not e.vad
+
+
+def test_player_counts_what_was_heard_and_stops_on_barge_in():
+    from openopen8.talk.mic import Player
+
+    p = Player()
+    p.feed("a1", np.full(300, 7, np.int16))
+    p.feed("a2", np.full(500, 9, np.int16))
+    block = np.empty(480, np.int16)
+    p.fill(block)  # 300 of a1, then 180 of a2
+    assert block[:300].tolist() == [7] * 300 and block[300:].tolist() == [9] * 180
+    assert p.played == {"a1": 300, "a2": 180}
+    assert p.stop() == ("a2", 180, True)  # a2 was cut after 180 samples
+    p.fill(block)
+    assert not block.any()  # silence after the stop
+    assert p.stop()[2] is False  # nothing left to cut

@@ -115,6 +115,7 @@ class MicIO:
         self.player = Player()
         self.chunks: asyncio.Queue[bytes] = asyncio.Queue(maxsize=500)
         self._streams: list[Any] = []
+        self._cut: set[str] = set()
 
     @property
     def description(self) -> str:
@@ -152,6 +153,8 @@ class MicIO:
         self.chunks.put_nowait(data)
 
     def play(self, item_id: str, wire: bytes) -> None:
+        if item_id in self._cut:  # deltas already in flight when the user spoke over it
+            return
         samples = self.out_fmt.decode(wire)
         if self._down is not None:
             samples = self._down.resample_chunk(samples)
@@ -162,6 +165,7 @@ class MicIO:
         item, samples, cut = self.player.stop()
         if not cut or item is None:
             return None
+        self._cut.add(item)
         return item, samples * 1000 // self.out_rate
 
     def stop(self) -> None:

@@ -30,6 +30,7 @@ from .conversation import Conversation, ToolCall
 from .display import Captions, JsonLines, summary
 from .mic import MicIO, MicUnavailable, check_mic, open_mic
 from .options import TalkOptions, UsageError, realtime_url
+from .stdin import StdinLines
 from .wire import Effective, SessionConfig
 
 CHUNK_MS = 20
@@ -69,6 +70,8 @@ class Talk:
         self._wake = asyncio.Event()
         self._hooks: list[Callable[[str, dict], None]] = []
         self.mic: MicIO | None = None
+        self._stdin: StdinLines | None = None
+        self.crashed: BaseException | None = None
 
     # -- plumbing --------------------------------------------------------------------------
     async def send(self, ev: dict) -> None:
@@ -92,7 +95,11 @@ class Talk:
             while True:
                 msg = await self.ws.receive()
                 if msg.type is aiohttp.WSMsgType.TEXT:
-                    self._on_text(msg.data)
+                    try:
+                        self._on_text(msg.data)
+                    except Exception as exc:  # noqa: BLE001 - a bug here must not pass as a close
+                        self.crashed = exc
+                        break
                 elif msg.type is aiohttp.WSMsgType.BINARY:
                     self._note_error({"message": "the server sent a binary frame",
                                       "code": "binary_frame"})
@@ -139,6 +146,8 @@ class Talk:
     def _check(self) -> None:
         if self.interrupted:
             raise Interrupted
+        if self.crashed is not None:
+            raise Failure(f"talk failed on a server event: {self.crashed!r}")
         if self.errors_fatal and self.conv.errors:
             raise ServerError
         if self.closed is not None and not self.closing:
@@ -176,6 +185,7 @@ class Talk:
         await self.until(lambda: self.conv.session_updated, "session.updated")
         eff = wire.effective(self.conv.session or {}, self.opts.dialect, self.config)
         self.conv.out_fmt = eff.out_fmt
+        self.conv.transcribing = eff.transcribing  # wait for transcripts only if they will come
         self.view.note(f"● session ready: {eff.in_fmt.kind} {eff.in_fmt.rate} Hz in, "
                        f"{eff.out_fmt.kind} {eff.out_fmt.rate} Hz out, "
                        + ("server VAD" if eff.vad else "manual turns"))
@@ -212,12 +222,13 @@ class Talk:
             return
         await self.stream(data, eff, paced)
         # trailing silence, so that server VAD can hear the speech end
+        # at least the VAD's silence duration (and a margin) even if the end seems heard
+        # already: the server may not have processed the last chunks yet
         hang = (eff.silence_ms or 500) + 300
         heard_end = lambda: self.conv.speech_seen and not self.conv.speaking  # noqa: E731
-        if paced:
-            await self.stream(silence(eff.in_fmt, hang + 3000), eff, True, stop=heard_end)
-        else:
-            await self.stream(silence(eff.in_fmt, hang), eff, False)
+        await self.stream(silence(eff.in_fmt, hang), eff, paced)
+        if paced:  # more, as a microphone would, until the VAD hears the end
+            await self.stream(silence(eff.in_fmt, 3000), eff, True, stop=heard_end)
         try:
             await self.until(heard_end, "the end of speech (server VAD)",
                              timeout=min(self.opts.timeout, 10.0))
@@ -259,15 +270,20 @@ class Talk:
                           f"--tool-result {call.name}=JSON was given, and there is no terminal to ask")
         self.view.close()
         while True:
-            prompt = f"result of {call.name}({call.arguments}) as JSON: "
-            try:
-                line = await asyncio.to_thread(self.err.input, prompt)
-            except EOFError:
-                raise Failure(f"no result for {call.name}") from None
+            self.err.print(f"result of {call.name}({call.arguments}) as JSON: ", end="",
+                           highlight=False, markup=False)
+            line = await self.stdin().line()
+            if line is None:
+                raise Failure(f"no result for {call.name}: standard input ended")
             try:
                 return json.dumps(json.loads(line or "null"), ensure_ascii=False)
             except json.JSONDecodeError:
                 self.err.print("not JSON; try again (a string needs quotes)")
+
+    def stdin(self) -> StdinLines:
+        if self._stdin is None:
+            self._stdin = StdinLines()
+        return self._stdin
 
     async def finish(self) -> None:
         """Answer function calls until every input has had its reply."""
@@ -311,17 +327,14 @@ class Talk:
         mic.start(loop)
         self.view.note(f"● listening on {mic.description}: speak"
                        + (", press Enter to end your turn" if not eff.vad else "")
-                       + "; Ctrl-C ends")
+                       + "; Ctrl-C ends (headphones keep the reply from interrupting itself)")
 
         async def pump() -> None:
             while True:
                 await self.send(wire.append(await mic.chunks.get()))
 
         async def turns() -> None:
-            while True:
-                line = await asyncio.to_thread(sys.stdin.readline)
-                if not line:
-                    return
+            while await self.stdin().line() is not None:
                 await self.end_turn("commit")
 
         async def truncate() -> None:

@@ -90,6 +90,7 @@ class Effective:
     out_fmt: AudioFormat
     vad: bool
     silence_ms: int | None
+    transcribing: bool = False
 
 
 def effective(session: dict, dialect: str, asked: SessionConfig) -> Effective:
@@ -101,16 +102,20 @@ def effective(session: dict, dialect: str, asked: SessionConfig) -> Effective:
         in_fmt = AudioFormat.from_ga(a_in.get("format"), asked.fmt)
         out_fmt = AudioFormat.from_ga(a_out.get("format"), asked.fmt)
         td = a_in.get("turn_detection", "absent")
+        tr = a_in.get("transcription", "absent")
     else:
         in_fmt = AudioFormat.from_beta(session.get("input_audio_format"), asked.fmt,
                                        session.get("input_audio_sample_rate"))
         out_fmt = AudioFormat.from_beta(session.get("output_audio_format"), asked.fmt,
                                         session.get("output_audio_sample_rate"))
         td = session.get("turn_detection", "absent")
+        tr = session.get("input_audio_transcription", "absent")
+    transcribing = bool(asked.transcribe) if tr == "absent" else bool(tr)
     if td == "absent":
-        return Effective(in_fmt, out_fmt, asked.vad, None)
+        return Effective(in_fmt, out_fmt, asked.vad, None, transcribing)
     silence = td.get("silence_duration_ms") if isinstance(td, dict) else None
-    return Effective(in_fmt, out_fmt, bool(td), silence if isinstance(silence, int) else None)
+    return Effective(in_fmt, out_fmt, bool(td), silence if isinstance(silence, int) else None,
+                     transcribing)
 
 
 def append(chunk: bytes) -> dict:
