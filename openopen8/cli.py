@@ -224,6 +224,7 @@ def talk(
     """Hold a voice conversation through the gateway: send a file, a text or
     your voice; see live captions; get the reply audio and a summary."""
     from .talk import UsageError as TalkUsageError, build, talk as run_talk
+    from .talk.runner import say_error
 
     try:
         opts = build(url=url, token=token, model=model, file=file, rate=rate, channels=channels,
@@ -233,7 +234,7 @@ def talk(
                      text_only=text_only, tools=tools, tool_results=tool_result or [],
                      timeout=timeout)
     except TalkUsageError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        say_error(err, str(exc))
         raise typer.Exit(2) from None
     raise typer.Exit(run_talk(opts))
 

@@ -136,8 +136,8 @@ def summary(conv: Conversation, console: Console) -> None:
             u = r.usage or {}
             status = r.status + (f" ({r.reason})" if r.reason else "")
             table.add_row(str(i), r.trigger or "—", _ms(r.latency),
-                          f"{conv.out_fmt.ms_of(r.audio_bytes) / 1000:.2f} s", status,
-                          f"{u.get('input_tokens', '—')}/{u.get('output_tokens', '—')}")
+                          f"{conv.out_fmt.ms_of(r.audio_bytes) / 1000:.2f} s", Text(status),
+                          Text(f"{u.get('input_tokens', '—')}/{u.get('output_tokens', '—')}"))
         console.print(Padding(table, (0, 0, 0, 2), expand=False))
     else:
         console.print("  no response")

@@ -22,6 +22,7 @@ from typing import Any, Callable
 import aiohttp
 import orjson
 from rich.console import Console
+from rich.text import Text
 
 from . import wire
 from .audio import AudioError, chunks, load_clip, prepare, silence, write_wav
@@ -48,6 +49,11 @@ class Interrupted(Exception):
 
 class ServerError(Exception):
     """An ``error`` event ended the run (already shown as it arrived)."""
+
+
+def say_error(console: Console, message: str, label: str = "error:") -> None:
+    """``error: message`` in red, the message printed literally (no rich markup)."""
+    console.print(Text(label, style="red") + Text(" " + message), soft_wrap=True, highlight=False)
 
 
 class Talk:
@@ -140,8 +146,7 @@ class Talk:
     def _show_error(self, err: dict) -> None:
         code = err.get("code") or err.get("type") or "error"
         param = f" (param {err['param']})" if err.get("param") else ""
-        self.err.print(f"[red]server error[/red] {code}: {err.get('message', '')}{param}",
-                       highlight=False, markup=True, soft_wrap=True)
+        say_error(self.err, f"{code}: {err.get('message', '')}{param}", "server error")
 
     def _check(self) -> None:
         if self.interrupted:
@@ -157,11 +162,12 @@ class Talk:
         """Wait for ``pred``; fail on error/close/interrupt, or when the server
         has said nothing for ``timeout`` seconds (default ``--timeout``)."""
         idle = self.opts.timeout if timeout is None else timeout
+        began = time.monotonic()
         while True:
             self._check()
             if pred():
                 return
-            left = self.last_event + idle - time.monotonic()
+            left = max(self.last_event, began) + idle - time.monotonic()
             if left <= 0:
                 raise Failure(f"timed out after {idle:g} s of silence from the server while waiting for {what}")
             self._wake.clear()
@@ -375,17 +381,17 @@ class Talk:
         except AudioError as exc:
             raise UsageError(str(exc)) from None
         except MicUnavailable as exc:
-            self.err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            say_error(self.err, str(exc))
             return 1
         try:
             http, self.ws = await open_socket(url, opts.token, opts.dialect == "beta")
         except Refused as exc:
             code = f" ({exc.code})" if exc.code else ""
-            self.err.print(f"[red]error:[/red] the gateway refused the connection: HTTP "
-                           f"{exc.status}{code}: {exc.message}", highlight=False, soft_wrap=True)
+            say_error(self.err, f"the gateway refused the connection: HTTP {exc.status}{code}: "
+                                f"{exc.message}")
             return 1
         except Unreachable as exc:
-            self.err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            say_error(self.err, str(exc))
             return 1
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -404,7 +410,7 @@ class Talk:
                 await self.finish()
         except Failure as exc:
             self.view.close()
-            self.err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            say_error(self.err, str(exc))
             code = 1
         except ServerError:
             self.view.close()
@@ -412,12 +418,11 @@ class Talk:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(receiver), 0.5)
             then = f", then {self._closed_message()}" if self.closed else ""
-            self.err.print(f"[red]error:[/red] stopped after the server's error{then}",
-                           highlight=False, soft_wrap=True)
+            say_error(self.err, f"stopped after the server's error{then}")
             code = 1
         except MicUnavailable as exc:
             self.view.close()
-            self.err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            say_error(self.err, str(exc))
             code = 1
         except Interrupted:
             self.view.close()
@@ -452,7 +457,7 @@ class Talk:
             try:
                 write_wav(self.opts.out, samples, fmt.rate)
             except OSError as exc:
-                self.err.print(f"[red]error:[/red] cannot write {self.opts.out}: {exc}")
+                say_error(self.err, f"cannot write {self.opts.out}: {exc}")
             else:
                 self.view.note(f"● reply audio: {self.opts.out} ({len(samples) / fmt.rate:.2f} s, "
                                f"{fmt.rate} Hz mono)")
@@ -467,7 +472,7 @@ def talk(opts: TalkOptions, out: Console | None = None, err: Console | None = No
     try:
         return asyncio.run(Talk(opts, out, err).run())
     except UsageError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        say_error(err, str(exc))
         return 2
     except KeyboardInterrupt:
         return 130
