@@ -11,6 +11,7 @@ from typing import AsyncIterator
 from aiohttp import web
 
 from .gateway import Gateway
+from .metrics import metrics_handler
 from .settings import Settings
 from .web.realtime import GATEWAY, realtime
 
@@ -39,6 +40,7 @@ def create_app(settings: Settings) -> web.Application:
     for path in ("/v1/realtime", "/realtime", "/openai/v1/realtime"):
         app.router.add_get(path, realtime)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_handler)
     return app
 
 

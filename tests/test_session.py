@@ -312,3 +312,22 @@ async def test_shutdown_closes_sessions_with_1012(tmp_path, upstream):
     assert last and last["error"]["code"] == "server_shutting_down"
     assert ws.close_code == 1012
     await until(lambda: upstream.sessions[-1].closed.is_set(), 3)
+
+
+async def test_metrics_count_sessions_refusals_and_failures(wired):
+    gateway, upstream, token = wired
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(gateway.url + f"?model=gpt-realtime&token={token}") as ws:
+            await ws.receive_str()
+            async with http.get(gateway.http + "/metrics") as r:
+                live = await r.text()
+        await until(lambda: not gateway.gw.sessions, 3)
+        with pytest.raises(aiohttp.WSServerHandshakeError):
+            await http.ws_connect(gateway.url + "?model=gpt-realtime&token=nope")
+        async with http.get(gateway.http + "/metrics") as r:
+            assert r.status == 200
+            text = await r.text()
+    assert "openopen8_sessions_active 1.0" in live
+    assert 'openopen8_sessions_total{channel="standin",closed_by="client",code="1000",model="gpt-realtime"}' in text
+    assert 'openopen8_refusals_total{code="invalid_api_key",status="401"}' in text
+    assert token not in text

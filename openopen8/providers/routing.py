@@ -17,6 +17,7 @@ from typing import Any, Callable
 import aiohttp
 
 from ..crypto import SecretBox
+from ..metrics import UPSTREAM_FAILURES
 from ..errors import NO_CHANNEL_MESSAGE, NoChannelError, UpstreamFailure
 from ..relay.endpoint import Endpoint
 from ..store.base import ChannelRecord
@@ -127,6 +128,7 @@ class Router:
             except UpstreamError as exc:
                 log.warning("channel %s failed for %s: %s (%s)", ch.name, req.model, exc.kind, exc.detail)
                 failures.append(exc.kind)
+                UPSTREAM_FAILURES.labels(ch.name, exc.kind).inc()
                 continue
             except ValueError as exc:  # undecryptable key
                 log.error("channel %s unusable: %s", ch.name, exc)
