@@ -273,6 +273,38 @@ async def test_beta_dialect_through_the_gateway_to_a_beta_upstream(gateway, tmp_
         assert wav_info(out) == (24000, 1, 7200)
 
 
+async def test_beta_dialect_through_the_gateway_to_a_ga_upstream(setup, tmp_path):
+    """The client speaks beta; the gateway's dialect stage translates for OpenAI GA."""
+    wav = tone_wav(tmp_path / "in.wav")
+    out = tmp_path / "reply.wav"
+    run = await setup.talk("--file", str(wav), "--fast", "--json", "--dialect", "beta",
+                           "--out", str(out))
+    assert run.code == 0, run
+    types = run.types()
+    assert "response.audio.delta" in types and "conversation.item.created" in types
+    assert not {"response.output_audio.delta", "conversation.item.added"} & set(types)
+    created = run.events()[0]
+    assert created["type"] == "session.created" and "input_audio_format" in created["session"]
+    s = setup.upstream.sessions[-1]
+    assert s.received[0]["session"]["type"] == "realtime"  # GA upstream got GA
+    assert wav_info(out) == (24000, 1, 7200)
+
+
+async def test_16khz_session_through_the_gateways_audio_stage(setup, tmp_path):
+    """Ask for PCM16 at 16 kHz: the client sends and receives 16 kHz, the gateway
+    converts to and from OpenAI's 24 kHz."""
+    wav = tone_wav(tmp_path / "in.wav", rate=44100, channels=2)
+    out = tmp_path / "reply.wav"
+    run = await setup.talk("--file", str(wav), "--fast", "--audio-rate", "16000", "--out", str(out))
+    assert run.code == 0, run
+    assert "pcm16 16000 Hz in, pcm16 16000 Hz out" in run.stdout, run
+    s = setup.upstream.sessions[-1]
+    assert s.input_formats == [{"type": "audio/pcm", "rate": 24000}]
+    assert abs(dominant_hz(bytes(s.input_audio), 24000) - 440) < 5
+    rate, channels, frames = wav_info(out)
+    assert (rate, channels) == (16000, 1) and abs(frames - 4800) <= 16  # 0.3 s
+
+
 async def test_beta_header_is_sent(tmp_path):
     """Straight at a GA server (the stand-in, as OpenAI since 2026-05): the beta
     header is refused with an error event and close 4000, shown plainly."""
