@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from openopen8.talk.audio import (ALAW_DECODE, ULAW_DECODE, AudioError, AudioFormat, alaw_encode,
-                                  load_clip, prepare, read_wav, ulaw_encode)
+from openopen8.audio.g711 import alaw_encode, ulaw_encode
+from openopen8.talk.audio import AudioError, AudioFormat, load_clip, prepare, read_wav
 from openopen8.talk.wire import SessionConfig, effective
 
 RATE = 16000
@@ -42,8 +42,8 @@ def encodings() -> dict[str, tuple[bytes, float]]:
         "float32": (riff(3, 1, 32, SIG.astype("<f4").tobytes()), 1e-7),
         "float64": (riff(3, 1, 64, SIG.astype("<f8").tobytes()), 1e-7),
         "extensible16": (riff(1, 1, 16, i16.tobytes(), extensible=True), 1e-4),
-        "ulaw": (riff(7, 1, 8, ulaw_encode(i16).tobytes()), 0.02),
-        "alaw": (riff(6, 1, 8, alaw_encode(i16).tobytes()), 0.02),
+        "ulaw": (riff(7, 1, 8, ulaw_encode(i16)), 0.02),
+        "alaw": (riff(6, 1, 8, alaw_encode(i16)), 0.02),
     }
 
 
@@ -84,18 +84,6 @@ def test_not_a_wav_and_unsupported_encodings_say_so():
         read_wav(b"hello")
     with pytest.raises(AudioError, match="unsupported WAV encoding"):
         read_wav(riff(2, 1, 4, b"\x00" * 100))  # ADPCM
-
-
-def test_g711_round_trips_every_code():
-    codes = np.arange(256, dtype=np.uint8)
-    u = ulaw_encode(ULAW_DECODE[codes])
-    assert np.array_equal(u[codes != 0x7F], codes[codes != 0x7F])  # 0x7F and 0xFF are both 0
-    assert np.array_equal(alaw_encode(ALAW_DECODE[codes]), codes)
-    assert ulaw_encode(np.array([0]))[0] == 0xFF and alaw_encode(np.array([0]))[0] == 0xD5
-    x = np.arange(-32768, 32768, 7, dtype=np.int16)
-    for enc, dec in ((ulaw_encode, ULAW_DECODE), (alaw_encode, ALAW_DECODE)):
-        err = np.abs(dec[enc(x)].astype(np.int32) - x)
-        assert np.all(err <= np.maximum(np.abs(x.astype(np.int32)) // 16, 16) + 1)
 
 
 def test_effective_formats_from_either_dialect():

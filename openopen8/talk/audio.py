@@ -1,6 +1,6 @@
 """Audio for the talk client: read any WAV (or raw PCM16), mix to mono,
-resample with soxr, encode to the session's wire format (PCM16 or G.711),
-and write the reply as a WAV.
+resample with soxr, encode to the session's wire format (PCM16 or G.711,
+with the gateway's own codec), and write the reply as a WAV.
 
 Samples are numpy arrays: float32 in [-1, 1] while being converted, int16
 at the edges.
@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import soxr
+
+from ..audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 
 
 class AudioError(Exception):
@@ -72,14 +74,13 @@ class AudioFormat:
         """int16 samples at ``self.rate`` → wire bytes."""
         if self.kind == "pcm16":
             return samples.astype("<i2").tobytes()
-        return (ulaw_encode if self.kind == "pcmu" else alaw_encode)(samples).tobytes()
+        return (ulaw_encode if self.kind == "pcmu" else alaw_encode)(samples)
 
     def decode(self, data: bytes) -> np.ndarray:
         """Wire bytes → int16 samples at ``self.rate``."""
         if self.kind == "pcm16":
             return np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2").astype(np.int16)
-        codes = np.frombuffer(data, dtype=np.uint8)
-        return (ULAW_DECODE if self.kind == "pcmu" else ALAW_DECODE)[codes]
+        return (ulaw_decode if self.kind == "pcmu" else alaw_decode)(data)
 
 
 def parse_format(name: str, rate: int = 24000) -> AudioFormat:
@@ -89,50 +90,6 @@ def parse_format(name: str, rate: int = 24000) -> AudioFormat:
     if kind is None:
         raise AudioError(f"unknown audio format {name!r}: use pcm16, pcmu or pcma")
     return AudioFormat(kind, rate if kind == "pcm16" else 8000)
-
-
-# -- G.711 (ITU-T), vectorised ---------------------------------------------------------------
-
-def _ulaw_decode_table() -> np.ndarray:
-    u = ~np.arange(256, dtype=np.int32) & 0xFF
-    mag = (((u & 0x0F) << 3) + 0x84) << ((u >> 4) & 7)
-    return np.where(u & 0x80, 0x84 - mag, mag - 0x84).astype(np.int16)
-
-
-def _alaw_decode_table() -> np.ndarray:
-    a = np.arange(256, dtype=np.int32) ^ 0x55
-    seg, mant = (a >> 4) & 7, a & 0x0F
-    mag = np.where(seg == 0, (mant << 4) + 8, ((mant << 4) + 0x108) << np.maximum(seg - 1, 0))
-    return np.where(a & 0x80, mag, -mag).astype(np.int16)
-
-
-ULAW_DECODE = _ulaw_decode_table()
-ALAW_DECODE = _alaw_decode_table()
-
-
-def ulaw_encode(samples: np.ndarray) -> np.ndarray:
-    x = samples.astype(np.int32) >> 2  # 14-bit, as in the reference g711.c
-    neg = x < 0
-    mask = np.where(neg, 0x7F, 0xFF)
-    mag = np.minimum(np.where(neg, -x, x), 8159) + 0x21
-    seg = np.zeros_like(mag)
-    for bound in (0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF):
-        seg += mag > bound
-    code = np.where(seg >= 8, 0x7F, (np.minimum(seg, 7) << 4) | ((mag >> (seg + 1)) & 0x0F))
-    return (code ^ mask).astype(np.uint8)
-
-
-def alaw_encode(samples: np.ndarray) -> np.ndarray:
-    x = samples.astype(np.int32) >> 3  # 13-bit
-    neg = x < 0
-    mask = np.where(neg, 0x55, 0xD5)
-    mag = np.where(neg, -x - 1, x)
-    seg = np.zeros_like(mag)
-    for bound in (0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF):
-        seg += mag > bound
-    mant = np.where(seg < 2, mag >> 1, mag >> np.maximum(seg, 1)) & 0x0F
-    code = np.where(seg >= 8, 0x7F, (np.minimum(seg, 7) << 4) | mant)
-    return (code ^ mask).astype(np.uint8)
 
 
 # -- reading input ---------------------------------------------------------------------------
@@ -195,8 +152,7 @@ def read_wav(data: bytes) -> Clip:
     elif tag == _FLOAT and width in (4, 8):
         x = np.frombuffer(raw, "<f4" if width == 4 else "<f8").astype(np.float32)
     elif tag in (_ALAW, _ULAW) and width == 1:
-        table = ALAW_DECODE if tag == _ALAW else ULAW_DECODE
-        x = table[np.frombuffer(raw, np.uint8)].astype(np.float32) / 32768
+        x = (alaw_decode if tag == _ALAW else ulaw_decode)(raw).astype(np.float32) / 32768
     else:
         raise AudioError(f"unsupported WAV encoding (format tag {tag:#x}, {bits} bits)")
     return Clip(np.clip(x, -1, 1).reshape(-1, channels), rate)
