@@ -18,7 +18,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .codec import AudioDecodeError, InputDecoder, b64decode, b64encode, bytes_per_ms
+from .codec import (AudioDecodeError, b64decode, b64encode, bytes_per_ms, format_rate,
+                    resample, wire_to_pcm)
 from .sessionconfig import ProtocolError
 
 
@@ -235,7 +236,7 @@ def _message(raw: dict[str, Any], item_id: str, input_fmt: str) -> Item:
                 item.audio += wire
                 item.audio_fmt = input_fmt
                 item.audio_ms = len(wire) / bytes_per_ms(input_fmt)
-                pcm = InputDecoder(input_fmt).decode(wire)
+                pcm = resample(wire_to_pcm(input_fmt, wire), format_rate(input_fmt), 16000)
             transcript = c.get("transcript")
             if isinstance(transcript, str) and transcript:
                 item.stt_text = transcript

@@ -26,7 +26,8 @@ import numpy as np
 
 from ..events import new_event_id
 from .backends.base import LlmRequest, LlmStats
-from .codec import AudioDecodeError, InputDecoder, b64decode, b64encode, bytes_per_ms
+from .codec import (AudioDecodeError, InputDecoder, b64decode, b64encode, bytes_per_ms,
+                    format_rate, resample, wire_to_pcm)
 from .config import EngineConfig
 from .conversation import Conversation, History, Item, build_history, item_from_client, new_id
 from .sessionconfig import ProtocolError, apply_session_update, default_session, response_params
@@ -125,8 +126,7 @@ class EngineSession:
         self.turns = TurnDetector(td["threshold"], td["prefix_padding_ms"],
                                   td["silence_duration_ms"])
         self._decoder = InputDecoder(self._in_fmt())
-        self._raw = bytearray()
-        self._pcm: list[np.ndarray] = []
+        self._raw = bytearray()          # the input buffer, as wire bytes
         self._buf_start_ms = 0.0
         self._timeline_ms = 0.0
         self._pending_user_id: str | None = None
@@ -217,9 +217,8 @@ class EngineSession:
             raise ProtocolError("invalid_value", str(exc), "audio") from None
         if not raw:
             return
-        pcm = self._decoder.decode(raw)
+        pcm = self._decoder.decode(raw)        # streaming, for the VAD only
         self._raw += raw
-        self._pcm.append(pcm)
         ms = len(raw) / bytes_per_ms(self._in_fmt())
         self._timeline_ms += ms
         if self._td() is not None:
@@ -237,11 +236,6 @@ class EngineSession:
         self.turns.reset()
         self.turns.pos_ms = self._timeline_ms
 
-    def _buffer_pcm(self) -> np.ndarray:
-        if len(self._pcm) != 1:
-            self._pcm = [np.concatenate(self._pcm) if self._pcm else np.zeros(0, np.int16)]
-        return self._pcm[0]
-
     def _drop_before(self, ms: float) -> None:
         """Forget buffered audio before timeline ``ms``."""
         drop_ms = ms - self._buf_start_ms
@@ -251,8 +245,6 @@ class EngineSession:
         nbytes = int(drop_ms * bpm)
         nbytes -= nbytes % 2 if self._in_fmt() == "audio/pcm" else 0
         del self._raw[:nbytes]
-        pcm = self._buffer_pcm()
-        self._pcm = [pcm[min(pcm.size, int(round(drop_ms * 16))):]]
         self._buf_start_ms += nbytes / bpm
 
     def _take(self, start_ms: float, end_ms: float) -> tuple[np.ndarray, bytes, float]:
@@ -265,17 +257,14 @@ class EngineSession:
         nbytes = int(span * bpm)
         nbytes -= nbytes % 2 if self._in_fmt() == "audio/pcm" else 0
         raw = bytes(self._raw[:nbytes])
-        pcm = self._buffer_pcm()
-        cut = min(pcm.size, int(round(span * 16)))
-        taken = pcm[:cut].copy()
         del self._raw[:nbytes]
-        self._pcm = [pcm[cut:]]
         self._buf_start_ms += nbytes / bpm
-        return taken, raw, nbytes / bpm
+        fmt = self._in_fmt()
+        pcm = resample(wire_to_pcm(fmt, raw), format_rate(fmt), 16000)
+        return pcm, raw, nbytes / bpm
 
     def _drop_buffer(self) -> None:
         self._raw = bytearray()
-        self._pcm = []
         self._buf_start_ms = self._timeline_ms
 
     def buffered_ms(self) -> float:
