@@ -69,6 +69,9 @@ class EngineConfig:
     vad_threshold: float = 0.5
     prefix_padding_ms: int = 300
     silence_duration_ms: int = 400
+    #: start transcribing once a pause in speech reaches this many ms, before
+    #: the turn is confirmed (0 = off); if speech resumes, the guess is dropped
+    speculative_stt_ms: int = 120
     # audio out: one delta per this many ms
     audio_delta_ms: int = 120
     #: at most this much synthesized audio waits for the client per session

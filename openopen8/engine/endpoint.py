@@ -26,11 +26,17 @@ from .config import EngineConfig
 from .conversation import Item
 from .responses import ResponseRunner
 from .session import (CancelResponse, DetectSpeech, EngineSession, Out, ResetVad,
-                      StartResponse, Transcribe)
+                      Speculate, StartResponse, Transcribe)
 
 log = logging.getLogger("openopen8.engine")
 
 INBOX_SIZE = 256
+
+
+def _consume(task: "asyncio.Task[Any]") -> None:
+    """Retrieve a dropped speculative task's exception (no warning)."""
+    if not task.cancelled():
+        task.exception()
 
 
 class LocalEndpoint:
@@ -50,6 +56,8 @@ class LocalEndpoint:
         self._vad: VadStream | None = None
         self._vad_todo: list[Any] = []
         self._stt: dict[str, asyncio.Future[None]] = {}
+        #: transcription started at a pause, before the turn was confirmed
+        self._spec: dict[str, asyncio.Task[Any]] = {}
         self._runners: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
@@ -136,6 +144,16 @@ class LocalEndpoint:
             if task is not None:
                 task.cancel()
             self._purge(e.resp_id)
+        elif isinstance(e, Speculate):
+            for task in self._spec.values():
+                task.cancel()          # only the latest guess can still be right
+            self._spec.clear()
+            if e.pcm16k is not None and e.pcm16k.size >= 1600:
+                task = asyncio.ensure_future(self.b.stt.transcribe(e.pcm16k))
+                task.add_done_callback(_consume)
+                self._spec[e.item_id] = task
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
         elif isinstance(e, ResetVad):
             self._vad = self.b.vad.stream()
             self._vad_todo.clear()
@@ -167,14 +185,29 @@ class LocalEndpoint:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._stt[item.id] = fut
-        task = asyncio.ensure_future(self._transcribe(item, fut))
+        spec = self._spec.pop(item.id, None)
+        task = asyncio.ensure_future(self._transcribe(item, fut, spec))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _transcribe(self, item: Item, fut: asyncio.Future[None]) -> None:
+    async def _transcribe(self, item: Item, fut: asyncio.Future[None],
+                          spec: "asyncio.Task[Any] | None" = None) -> None:
         try:
             pcm = item.pcm16k
-            tr = await self.b.stt.transcribe(pcm)  # type: ignore[arg-type]
+            tr = None
+            if spec is not None:
+                # the turn ended without new speech since the pause: the
+                # speculative transcript covers the same words
+                try:
+                    tr = await spec
+                    tr.seconds = item.audio_ms / 1000.0
+                except asyncio.CancelledError:
+                    if not spec.cancelled():
+                        raise
+                except Exception:  # noqa: BLE001 - fall back to a fresh run
+                    tr = None
+            if tr is None:
+                tr = await self.b.stt.transcribe(pcm)  # type: ignore[arg-type]
             self.call(self.session.transcribed, item, tr.text, tr.seconds)
         except asyncio.CancelledError:
             raise

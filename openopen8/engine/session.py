@@ -66,6 +66,13 @@ class Transcribe:
 
 
 @dataclass
+class Speculate:
+    """Transcribe the turn so far (speech paused); ``pcm16k`` None drops it."""
+    item_id: str
+    pcm16k: np.ndarray | None
+
+
+@dataclass
 class StartResponse:
     resp: "Response"
 
@@ -124,7 +131,8 @@ class EngineSession:
         self.finished: list[Response] = []          # for metrics; bounded
         td = self._td()
         self.turns = TurnDetector(td["threshold"], td["prefix_padding_ms"],
-                                  td["silence_duration_ms"])
+                                  td["silence_duration_ms"],
+                                  pause_ms=cfg.speculative_stt_ms or None)
         self._decoder = InputDecoder(self._in_fmt())
         self._raw = bytearray()          # the input buffer, as wire bytes
         self._buf_start_ms = 0.0
@@ -263,6 +271,16 @@ class EngineSession:
         pcm = resample(wire_to_pcm(fmt, raw), format_rate(fmt), 16000)
         return pcm, raw, nbytes / bpm
 
+    def _peek(self, start_ms: float, end_ms: float) -> np.ndarray:
+        """The buffered audio in [start_ms, end_ms) at 16 kHz, left in place."""
+        bpm = bytes_per_ms(self._in_fmt())
+        a = int(max(0.0, start_ms - self._buf_start_ms) * bpm)
+        b = int(max(0.0, end_ms - self._buf_start_ms) * bpm)
+        if self._in_fmt() == "audio/pcm":
+            a, b = a - a % 2, b - b % 2
+        fmt = self._in_fmt()
+        return resample(wire_to_pcm(fmt, bytes(self._raw[a:b])), format_rate(fmt), 16000)
+
     def _drop_buffer(self) -> None:
         self._raw = bytearray()
         self._buf_start_ms = self._timeline_ms
@@ -311,8 +329,12 @@ class EngineSession:
         for ev in self.turns.feed(probs, frame_ms):
             if ev.kind == "start":
                 self._speech_started(ev)
-            else:
+            elif ev.kind == "stop":
                 self._speech_stopped(ev)
+            elif self._pending_user_id is not None:
+                pcm = self._peek(self._speech_start_ms, ev.audio_ms) if ev.kind == "pause" \
+                    else None
+                self.effects.append(Speculate(self._pending_user_id, pcm))
 
     def _speech_started(self, ev: TurnEvent) -> None:
         self._pending_user_id = new_id("item")

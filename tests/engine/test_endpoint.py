@@ -237,3 +237,27 @@ async def test_missing_dependency_names_the_extra(monkeypatch):
         await prov.connect(ConnectRequest(model="openopen8-local", session_id="s"))
     assert err.value.kind == "unavailable"
     assert "faster-whisper" in err.value.detail and "openopen8[local]" in err.value.detail
+
+
+async def test_speculative_transcription_is_reused_or_dropped():
+    stt = FakeStt(text_for=lambda pcm: f"{pcm.size} samples")
+    ep = endpoint(stt=stt, silence_duration_ms=300, speculative_stt_ms=100)
+    c = Client(ep)
+    await c.until("session.created")
+    await c.send({"type": "session.update", "session": {"type": "realtime", "audio": {
+        "input": {"transcription": {"model": "x"}}}}})
+    await c.until("session.updated")
+    # one clean turn: transcribed once, at the pause, before the turn ended
+    await c.append_audio(tone_pcm24k(600) + silence_pcm24k(500))
+    done = await c.until("conversation.item.input_audio_transcription.completed")
+    assert len(stt.calls) == 1
+    assert 16 * 700 <= int(done["transcript"].split()[0]) <= 16 * 1000
+    await c.until("response.done")
+    # a pause, then more speech: the first guess is dropped, the words after
+    # the pause are in the transcript
+    await c.append_audio(tone_pcm24k(500) + silence_pcm24k(150) + tone_pcm24k(400)
+                         + silence_pcm24k(500))
+    done = await c.until("conversation.item.input_audio_transcription.completed")
+    assert len(stt.calls) == 3
+    assert int(done["transcript"].split()[0]) >= 16 * 1150
+    await ep.close()

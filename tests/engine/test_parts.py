@@ -164,3 +164,13 @@ def test_config_from_mapping_and_validation():
         EngineConfig(llm="gpt-99")
     with pytest.raises(ValueError):
         EngineConfig(audio_delta_ms=5)
+
+
+def test_turns_pause_and_resume_events():
+    td = TurnDetector(threshold=0.5, prefix_padding_ms=0, silence_duration_ms=300,
+                      min_speech_ms=20, pause_ms=100)
+    td.feed([0.9] * 5, 20)
+    assert [e.kind for e in td.feed([0.1] * 5, 20)] == ["pause"]
+    assert [e.kind for e in td.feed([0.9], 20)] == ["resume"]
+    kinds = [e.kind for e in td.feed([0.1] * 15, 20)]
+    assert kinds == ["pause", "stop"]

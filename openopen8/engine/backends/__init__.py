@@ -30,7 +30,8 @@ def build_backends(cfg: EngineConfig) -> Backends:
 
     if cfg.llm == "smollm2":
         from .llm_llama import LlamaLlm
-        llm = LlamaLlm(cfg.cache_dir, cfg.llm_threads, cfg.llm_model_path)
+        llm = LlamaLlm(cfg.cache_dir, cfg.llm_threads, cfg.llm_model_path,
+                       warm_instructions=cfg.instructions)
     elif cfg.llm == "chat-completions":
         from .llm_chat import ChatCompletionsLlm
         llm = ChatCompletionsLlm(cfg.chat_base_url, cfg.chat_model, cfg.chat_api_key,

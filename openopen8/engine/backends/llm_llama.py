@@ -89,12 +89,13 @@ def parse_call(text: str, tools: list[dict[str, Any]]) -> ToolCall | None:
 
 class LlamaLlm(Loadable):
     def __init__(self, cache_dir: str, threads: int = 2, model_path: str | None = None,
-                 n_ctx: int = 2048) -> None:
+                 n_ctx: int = 2048, warm_instructions: str | None = None) -> None:
         super().__init__()
         self.cache_dir = cache_dir
         self.threads = threads
         self.model_path = model_path
         self.n_ctx = n_ctx
+        self.warm_instructions = warm_instructions
         self.name = "smollm2-135m-instruct" if not model_path else model_path
         self.worker = Worker("llm")
         self.llama = None
@@ -111,6 +112,12 @@ class LlamaLlm(Loadable):
             self.cache_dir))
         self.llama = Llama(model_path=path, n_ctx=self.n_ctx, n_threads=self.threads,
                            n_threads_batch=self.threads, n_batch=256, verbose=False)
+        if self.warm_instructions:
+            # evaluate the default instructions once: every first turn then
+            # finds them in the KV cache (llama.cpp reuses a common prefix)
+            self.llama.create_completion(
+                chatml([{"role": "system", "content": self.warm_instructions}]),
+                max_tokens=1, temperature=0.0)
 
     def count_tokens(self, text: str) -> int:
         if not text:

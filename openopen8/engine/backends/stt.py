@@ -39,6 +39,9 @@ class WhisperStt(Loadable):
         self.model = WhisperModel(path, device="cpu", compute_type="int8",
                                   cpu_threads=self.threads, num_workers=1,
                                   local_files_only=True)
+        # the first call allocates buffers: pay for it now, not on a user's turn
+        noise = (np.random.default_rng(0).normal(0, 30, 16000)).astype(np.int16)
+        self._run(noise)
 
     async def transcribe(self, pcm16k: np.ndarray) -> Transcript:
         return await self.worker.run(self._run, pcm16k)

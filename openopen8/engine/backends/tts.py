@@ -71,6 +71,7 @@ class PiperTts(Loadable):
         # no random generator noise: the same text gives the same audio
         self.syn = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
         self.rate = cfg.sample_rate
+        self._run("Hello.")          # warm-up: first call allocates
 
     async def synthesize(self, text: str, voice: str | None = None) -> np.ndarray:
         return await self.worker.run(self._run, text)
