@@ -79,27 +79,34 @@ class ResponseRunner:
 
         async def produce() -> None:
             chunker = ClauseChunker()
-            try:
-                async for chunk in stream:
-                    s.mark(rid, "llm_first")
-                    if chunk.tool_call is not None:
-                        calls.append(chunk.tool_call)
-                        continue
-                    for clause in chunker.push(clean_for_speech(chunk.text)):
-                        await clauses.put(clause)
-                for clause in chunker.flush():
+            async for chunk in stream:
+                s.mark(rid, "llm_first")
+                if chunk.tool_call is not None:
+                    calls.append(chunk.tool_call)
+                    continue
+                for clause in chunker.push(clean_for_speech(chunk.text)):
                     await clauses.put(clause)
-            finally:
-                await clauses.put(None)
+            for clause in chunker.flush():
+                await clauses.put(clause)
+            await clauses.put(None)
 
         speaker = asyncio.ensure_future(self._say(clauses))
+        producer = asyncio.ensure_future(produce())
         try:
-            await produce()
+            # whichever fails first ends both (a dead speaker must not leave
+            # the producer waiting on a full queue)
+            done, _ = await asyncio.wait({producer, speaker},
+                                         return_when=asyncio.FIRST_EXCEPTION)
+            for t in done:
+                if t.exception() is not None:
+                    raise t.exception()  # type: ignore[misc]
+            await producer
             await speaker
         finally:
-            if not speaker.done():
-                speaker.cancel()
-                await asyncio.gather(speaker, return_exceptions=True)
+            for t in (producer, speaker):
+                if not t.done():
+                    t.cancel()
+            await asyncio.gather(producer, speaker, return_exceptions=True)
         for call in calls:
             self._tool(call)
 

@@ -261,3 +261,22 @@ async def test_speculative_transcription_is_reused_or_dropped():
     assert len(stt.calls) == 3
     assert int(done["transcript"].split()[0]) >= 16 * 1150
     await ep.close()
+
+
+class BrokenTts(FakeTts):
+    async def synthesize(self, text, voice=None):
+        raise RuntimeError("tts exploded")
+
+
+async def test_tts_failure_fails_the_response_without_hanging():
+    ep = endpoint(llm=FakeLlm(reply=" ".join(f"Sentence {i}." for i in range(40))),
+                  tts=BrokenTts())
+    c = Client(ep)
+    await c.until("session.created")
+    await c.send({"type": "conversation.item.create", "item": {
+        "type": "message", "role": "user", "content": [{"type": "input_text", "text": "go"}]}})
+    await c.send({"type": "response.create"})
+    done = await c.until("response.done", timeout=5)
+    assert done["response"]["status"] == "failed"
+    assert "tts exploded" in done["response"]["status_details"]["error"]["message"]
+    await ep.close()
