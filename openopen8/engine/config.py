@@ -38,6 +38,8 @@ class EngineConfig:
     stt: str = "whisper-tiny.en"
     llm: str = "smollm2"
     tts: str = "piper"
+    #: encode only the utterance (+5 s) instead of a 30 s window (see stt.py)
+    stt_short_window: bool = True
     # threads per model (2 cores: the models take turns, so 2 each is right)
     stt_threads: int = 2
     llm_threads: int = 2
@@ -103,7 +105,7 @@ class EngineConfig:
         """What identifies a set of loaded models (sessions share them)."""
         return (self.vad, self.stt, self.llm, self.tts, self.stt_threads, self.llm_threads,
                 self.tts_threads, self.llm_model_path, self.tts_model_path,
-                self.stt_model_path, self.chat_base_url, self.chat_model,
+                self.stt_model_path, self.stt_short_window, self.chat_base_url, self.chat_model,
                 self.webrtc_mode, self.cache_dir)
 
     def redacted(self) -> dict[str, Any]:

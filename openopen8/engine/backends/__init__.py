@@ -24,7 +24,7 @@ def build_backends(cfg: EngineConfig) -> Backends:
     if cfg.stt.startswith("whisper-"):
         from .stt import WhisperStt
         stt = WhisperStt(cfg.stt[len("whisper-"):], cfg.cache_dir, cfg.stt_threads,
-                         cfg.stt_model_path)
+                         cfg.stt_model_path, cfg.stt_short_window)
     else:
         stt = FakeStt()
 
