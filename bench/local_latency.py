@@ -13,7 +13,7 @@ VAD, while a reader timestamps the server events.  Printed:
   the same utterances in isolation.
 
 Run:  PYTHONPATH=. python bench/local_latency.py [--runs 12] [--stt whisper-base]
-                  [--sessions 2]
+                  [--sessions 2] [--silence-ms 200] [--no-speculation]
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ async def one_turn(engine, pcm24k: bytes, tail_ms: int) -> dict[str, float] | No
     except asyncio.TimeoutError:
         pass
     resp = ep.session.finished[-1] if ep.session.finished else None
+    early = ep.stats["adopted"]
     await ep.close()
     rd.cancel()
     if resp is None or "response.output_audio.delta" not in seen:
@@ -96,8 +97,10 @@ async def one_turn(engine, pcm24k: bytes, tail_ms: int) -> dict[str, float] | No
         "stop_to_audio": seen["response.output_audio.delta"]
         - seen["input_audio_buffer.speech_stopped"],
         "stt_wait": tm["context_ready"] - stop,
-        "llm_first": tm["llm_first"] - tm["context_ready"],
-        "tts_first": tm["first_audio"] - tm["llm_first"],
+        "head_start": stop - tm["pipeline_start"],
+        "llm_first": tm["llm_first"] - tm["pipeline_start"],
+        "tts_first": tm["tts_first"] - tm["llm_first"],
+        "early": float(early),
         "reply": resp.text,
     }
 
@@ -132,8 +135,11 @@ async def main() -> None:
     ap.add_argument("--stt", default="whisper-tiny.en")
     ap.add_argument("--sessions", type=int, default=1, help="concurrent sessions per run")
     ap.add_argument("--no-speculation", action="store_true")
+    ap.add_argument("--silence-ms", type=int, default=EngineConfig().silence_duration_ms,
+                    help="server VAD silence_duration_ms")
     args = ap.parse_args()
-    cfg = EngineConfig(stt=args.stt, speculative_stt_ms=0 if args.no_speculation else 120)
+    cfg = EngineConfig(stt=args.stt, speculative_stt_ms=0 if args.no_speculation else 120,
+                       silence_duration_ms=args.silence_ms)
     engine = get_engine(cfg)
     t = time.perf_counter()
     engine.load_sync()
@@ -155,19 +161,22 @@ async def main() -> None:
     print(f"cold load {load_s:.1f} s; {len(results)}/{args.runs * args.sessions} turns with "
           f"audio; machine load average {load_before:.1f} → {load_after:.1f} on "
           f"{os.cpu_count()} cores")
+    print(f"turns whose response work started at the pause (speculative): "
+          f"{sum(r['early'] for r in results):.0f}/{len(results)}")
     for key, label in (("eos_to_audio", "end of speech → first audio delta"),
                        ("stop_to_audio", "speech_stopped  → first audio delta"),
-                       ("stt_wait", "  STT (wait after speech_stopped)"),
-                       ("llm_first", "  LLM first token"),
-                       ("tts_first", "  first clause + TTS")):
+                       ("stt_wait", "  STT still running at speech_stopped"),
+                       ("head_start", "  LLM+TTS started before speech_stopped"),
+                       ("llm_first", "  LLM first token (from its start)"),
+                       ("tts_first", "  first clause + TTS (after 1st token)")):
         xs = [r[key] for r in results]
         if xs:
             print(f"{label:38s} median {statistics.median(xs):.3f} s   p90 {pct(xs, 0.9):.3f} s")
-    stop = statistics.median([r["stop_to_audio"] for r in results]) if results else 0
-    if results and stop > 0:
+    if results:
+        work = [r["stt_wait"] + r["llm_first"] + r["tts_first"] for r in results]
         for key in ("stt_wait", "llm_first", "tts_first"):
-            share = statistics.median([r[key] for r in results]) / stop
-            print(f"  share of speech_stopped → audio: {key:10s} {share:5.0%}")
+            share = statistics.median([r[key] / w for r, w in zip(results, work) if w > 0])
+            print(f"  share of the model work (STT wait + LLM + TTS): {key:9s} {share:5.0%}")
     print(f"STT real-time factor {iso['stt_rtf']:.3f}; TTS real-time factor "
           f"{iso['tts_rtf']:.3f}; LLM {iso['llm_tok_s']:.0f} tokens/s")
     for r in results[:3]:

@@ -24,7 +24,7 @@ from ..events import Event
 from .backends.base import Backends, VadStream
 from .config import EngineConfig
 from .conversation import Item
-from .responses import ResponseRunner
+from .responses import Pipeline, ResponseRunner, same_request
 from .session import (CancelResponse, DetectSpeech, EngineSession, Out, ResetVad,
                       Speculate, StartResponse, Transcribe)
 
@@ -58,6 +58,9 @@ class LocalEndpoint:
         self._stt: dict[str, asyncio.Future[None]] = {}
         #: transcription started at a pause, before the turn was confirmed
         self._spec: dict[str, asyncio.Task[Any]] = {}
+        #: a response pipeline started at that pause, adopted if the turn ends
+        self._pre: Pipeline | None = None
+        self.stats = {"speculations": 0, "pipelines_started_early": 0, "adopted": 0}
         self._runners: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
@@ -95,6 +98,7 @@ class LocalEndpoint:
             self.close_code = code
             self.close_reason = reason
         self.session.close()
+        self._drop_pre()
         tasks = [self._worker, *self._runners.values(), *self._tasks]
         for t in tasks:
             t.cancel()
@@ -148,8 +152,10 @@ class LocalEndpoint:
             for task in self._spec.values():
                 task.cancel()          # only the latest guess can still be right
             self._spec.clear()
+            self._drop_pre()
             if e.pcm16k is not None and e.pcm16k.size >= 1600:
-                task = asyncio.ensure_future(self.b.stt.transcribe(e.pcm16k))
+                task = asyncio.ensure_future(self._speculate(e.pcm16k))
+                self.stats["speculations"] += 1
                 task.add_done_callback(_consume)
                 self._spec[e.item_id] = task
                 self._tasks.add(task)
@@ -158,6 +164,37 @@ class LocalEndpoint:
             self._vad = self.b.vad.stream()
             self._vad_todo.clear()
             self.session.vad_reset_position()
+
+    async def _speculate(self, pcm16k: Any) -> Any:
+        """Transcribe the paused turn, then start its response's model work,
+        unseen until the turn ends (and dropped if it does not)."""
+        tr = await self.b.stt.transcribe(pcm16k)
+        preview = self.session.preview_request(tr.text)
+        if preview is not None and not self._closed:
+            req, audio, voice = preview
+            self._drop_pre()
+            self._pre = Pipeline(self.b, req, audio, voice if isinstance(voice, str) else None)
+            self.stats["pipelines_started_early"] += 1
+        return tr
+
+    def _drop_pre(self) -> None:
+        pre, self._pre = self._pre, None
+        if pre is not None and not pre.task.done():
+            pre.task.cancel()               # its finally stops the LLM thread
+            self._tasks.add(pre.task)
+            pre.task.add_done_callback(self._tasks.discard)
+
+    def adopt_pipeline(self, req: Any, audio: bool) -> Pipeline | None:
+        """The speculative pipeline, if it computed exactly this request."""
+        pre, self._pre = self._pre, None
+        if pre is None:
+            return None
+        if pre.audio == audio and same_request(pre.req, req) and not pre.task.cancelled():
+            self.stats["adopted"] += 1
+            return pre
+        self._pre = pre
+        self._drop_pre()
+        return None
 
     def _purge(self, resp_id: str) -> None:
         """Barge-in: output audio still queued for the client is dropped."""

@@ -509,21 +509,46 @@ class EngineSession:
         return [i for i in resp.context if i.stt_pending]
 
     def llm_request(self, resp: Response) -> LlmRequest:
-        p = resp.params
-        hist = build_history(resp.context, p["instructions"], self.cfg.history_tokens,
+        req, resp.history = self._request_for(resp.context, resp.params)
+        return req
+
+    def _request_for(self, context: list[Item], p: dict[str, Any]
+                     ) -> tuple[LlmRequest, History]:
+        hist = build_history(context, p["instructions"], self.cfg.history_tokens,
                              self.count_tokens)
-        resp.history = hist
         mot = p["max_output_tokens"]
         max_tokens = self.cfg.max_reply_tokens if mot == "inf" else min(
             int(mot), self.cfg.max_reply_tokens * 4)
         tools = p["tools"] if p["tool_choice"] != "none" else []
         return LlmRequest(messages=hist.messages, tools=tools, tool_choice=p["tool_choice"],
-                          max_tokens=max_tokens, temperature=self.cfg.temperature)
+                          max_tokens=max_tokens, temperature=self.cfg.temperature), hist
+
+    def preview_request(self, transcript: str) -> tuple[LlmRequest, bool, Any] | None:
+        """The request the response to the turn in progress would make if the
+        turn ended now with ``transcript`` -- or None when ending it would
+        start no response.  Returns (request, audio output?, voice)."""
+        td = self._td()
+        if td is None or not td.get("create_response", True) or not transcript:
+            return None
+        if self.active is not None and not td.get("interrupt_response", True):
+            return None
+        p = response_params(self.session, None)
+        user = Item("preview", {"type": "message", "role": "user",
+                                "content": [{"type": "input_audio", "transcript": None}]},
+                    stt_text=transcript)
+        req, _ = self._request_for(self.conv.items() + [user], p)
+        return req, "audio" in p["output_modalities"], p["voice"]
 
     def mark(self, resp_id: str, key: str) -> None:
         resp = self.responses.get(resp_id)
         if resp is not None and key not in resp.timings:
             resp.timings[key] = self.clock()
+
+    def add_timings(self, resp_id: str, times: dict[str, float]) -> None:
+        resp = self.responses.get(resp_id)
+        if resp is not None:
+            for k, v in times.items():
+                resp.timings.setdefault(k, v)
 
     def _open_message(self, resp: Response) -> Item:
         if resp.msg is not None:

@@ -280,3 +280,32 @@ async def test_tts_failure_fails_the_response_without_hanging():
     assert done["response"]["status"] == "failed"
     assert "tts exploded" in done["response"]["status_details"]["error"]["message"]
     await ep.close()
+
+
+async def test_response_work_starts_at_the_pause_and_is_adopted():
+    llm = FakeLlm()
+    ep = endpoint(llm=llm, silence_duration_ms=300, speculative_stt_ms=100)
+    c = Client(ep)
+    await c.until("session.created")
+    talk = asyncio.ensure_future(
+        c.append_audio(tone_pcm24k(600) + silence_pcm24k(600), realtime=True))
+    done = await c.until("response.done", timeout=5)
+    await talk
+    assert len(llm.requests) == 1          # the speculative run was the response
+    assert llm.requests[0].messages[-1] == {"role": "user", "content": "what time is it"}
+    assert done["response"]["status"] == "completed"
+    said = c.of("response.output_audio_transcript.done")[0]["transcript"]
+    assert said == "You said: what time is it."
+    # the conversation changed after the pause: the guess is not used
+    llm.requests.clear()
+    talk = asyncio.ensure_future(
+        c.append_audio(tone_pcm24k(600) + silence_pcm24k(150), realtime=True))
+    await talk
+    await c.send({"type": "conversation.item.create", "item": {
+        "type": "message", "role": "system", "content": [{"type": "input_text",
+                                                           "text": "new fact"}]}})
+    await c.append_audio(silence_pcm24k(500), realtime=True)
+    await c.until("response.done", timeout=5)
+    assert len(llm.requests) == 2
+    assert llm.requests[1].messages[-2]["content"] == "new fact"
+    await ep.close()
