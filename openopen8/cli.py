@@ -291,6 +291,51 @@ def usage(token: Annotated[Optional[str], typer.Option(help="Only this token (na
                   '(a model with no price): set \\[prices."MODEL"] in the config.')
 
 
+# ---- talk -------------------------------------------------------------------
+
+@app.command()
+def talk(
+    url: Annotated[str, typer.Option(help="Gateway address, ws://host:port (http:// works too).")] = "ws://127.0.0.1:8000",
+    token: Annotated[Optional[str], typer.Option(envvar="OPENOPEN8_TOKEN", show_envvar=True, help="Gateway token.")] = None,
+    model: Annotated[str, typer.Option(help="Model to talk to.")] = "openopen8-local",
+    file: Annotated[Optional[Path], typer.Option("--file", help="Say this: a WAV (any rate, mono or stereo) or raw PCM16 (with --rate).")] = None,
+    rate: Annotated[Optional[int], typer.Option(help="Sample rate of a raw PCM16 --file.")] = None,
+    channels: Annotated[int, typer.Option(help="Channels of a raw PCM16 --file.")] = 1,
+    mic: Annotated[bool, typer.Option("--mic", help="Talk through the microphone and hear the reply (extra 'mic'); Ctrl-C ends.")] = False,
+    text: Annotated[Optional[str], typer.Option("--text", help="Send a text turn instead of audio.")] = None,
+    fast: Annotated[bool, typer.Option("--fast", help="Send the file as fast as possible, not in real time.")] = False,
+    manual: Annotated[bool, typer.Option("--manual", help="No server VAD: commit the audio and ask for the response ourselves.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print every server event as one JSON line instead of captions.")] = False,
+    out_wav: Annotated[Optional[Path], typer.Option("--out", help="Write all reply audio to this WAV.")] = None,
+    voice: Annotated[Optional[str], typer.Option(help="Voice of the reply (e.g. alloy, marin).")] = None,
+    instructions: Annotated[Optional[str], typer.Option(help="Session instructions.")] = None,
+    dialect: Annotated[str, typer.Option(help="Protocol dialect to speak: ga or beta.")] = "ga",
+    audio_format: Annotated[str, typer.Option("--audio-format", help="Session audio format: pcm16, pcmu or pcma.")] = "pcm16",
+    audio_rate: Annotated[int, typer.Option("--audio-rate", help="Session pcm16 rate (OpenAI takes only 24000).")] = 24000,
+    transcribe: Annotated[str, typer.Option(help="Model that transcribes your speech for captions ('' for none).")] = "gpt-4o-mini-transcribe",
+    text_only: Annotated[bool, typer.Option("--text-only", help="Ask for text replies, no audio.")] = False,
+    tools: Annotated[Optional[Path], typer.Option("--tools", help="JSON list of function tool schemas.")] = None,
+    tool_result: Annotated[Optional[list[str]], typer.Option("--tool-result", help="NAME=JSON: answer calls of NAME with this (repeatable); otherwise you are asked.")] = None,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds without a server event.")] = 30.0,
+) -> None:
+    """Hold a voice conversation through the gateway: send a file, a text or
+    your voice; see live captions; get the reply audio and a summary."""
+    from .talk import UsageError as TalkUsageError, build, talk as run_talk
+    from .talk.runner import say_error
+
+    try:
+        opts = build(url=url, token=token, model=model, file=file, rate=rate, channels=channels,
+                     mic=mic, text=text, fast=fast, manual=manual, json_out=as_json, out=out_wav,
+                     voice=voice, instructions=instructions, dialect=dialect,
+                     audio_format=audio_format, audio_rate=audio_rate, transcribe=transcribe,
+                     text_only=text_only, tools=tools, tool_results=tool_result or [],
+                     timeout=timeout)
+    except TalkUsageError as exc:
+        say_error(err, str(exc))
+        raise typer.Exit(2) from None
+    raise typer.Exit(run_talk(opts))
+
+
 def main() -> None:  # console entry point
     app()
 
