@@ -451,3 +451,27 @@ async def test_configured_prices_and_the_fallback_flag(tmp_path, upstream):
         assert report["total"]["priced_by_fallback"] == 1
     finally:
         await g.stop()
+
+
+async def test_the_local_engine_is_metered_at_its_explicit_zero_price(tmp_path):
+    g = await start_gateway(tmp_path, local_engine=True, **FAST,
+                            local={"vad": "fake", "stt": "fake", "llm": "fake", "tts": "fake"})
+    try:
+        secret, token_id = await token(g, "local", quota_nanos=1)
+        http = aiohttp.ClientSession()
+        ws = await http.ws_connect(g.url + "?model=openopen8-local",
+                                   headers={"Authorization": f"Bearer {secret}"})
+        c = Client(http, ws)
+        await text_session(c)
+        await c.send(type="conversation.item.create", item={
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]})
+        await c.send(type="response.create")
+        done = await c.next("response.done", timeout=20)
+        assert done["response"]["usage"]["total_tokens"] > 0
+        await c.close()
+        await eventually(lambda: closed_sessions(g))
+        [row] = await table(g, "ledger")
+        assert (row["model"], row["cost_nanos"], row["fallback"]) == ("openopen8-local", 0, False)
+        assert row["output_text"] > 0 and await spent(g, token_id) == 0
+    finally:
+        await g.stop()
