@@ -195,6 +195,11 @@ def usd(nanos: int) -> Decimal:
     return Decimal(nanos).scaleb(-9)
 
 
+def usd_text(nanos: int) -> str:
+    """Nano-dollars as a plain USD figure without trailing zeros: ``0.0106136``."""
+    return f"{usd(nanos).normalize():f}"
+
+
 def nanos_of(amount_usd: float | str | Decimal) -> int:
     return int((Decimal(str(amount_usd)) * NANOS_PER_USD).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 

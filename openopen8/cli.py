@@ -279,11 +279,15 @@ def usage(token: Annotated[Optional[str], typer.Option(help="Only this token (na
     table = Table(by, *(label for _, label in _USAGE_COLUMNS), "cost USD", "fallback")
     for col in table.columns:
         col.overflow = "fold"          # a narrow terminal wraps figures, never cuts them
-    for r in [*report["rows"], report["total"]]:
+    def add(r: dict[str, Any]) -> None:
         table.add_row(str(r["key"]), *(f"{r[k]:g}" if isinstance(r[k], float) else str(r[k])
                                        for k, _ in _USAGE_COLUMNS),
-                      r["cost_usd"], str(r["priced_by_fallback"]) if r["priced_by_fallback"] else "",
-                      end_section=r is report["rows"][-1] if report["rows"] else False)
+                      r["cost_usd"], str(r["priced_by_fallback"] or ""))
+
+    for r in report["rows"]:
+        add(r)
+    table.add_section()
+    add(report["total"])
     # piped or captured output is not squeezed to 80 columns
     (out if out.is_terminal else Console(width=200)).print(table)
     if report["total"]["priced_by_fallback"]:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from .billing import PriceTable, usd
+from .billing import PriceTable, usd_text
 from .errors import LimitError
 from .relay.stage import Session
 from .store.base import LimitReached, SessionEnd, TokenLimits, UsageRow, utcnow
@@ -70,7 +70,7 @@ class Grant:
 
 
 def quota_error(quota_nanos: int | None) -> LimitError:
-    amount = f" (USD {usd(quota_nanos or 0).normalize():f})" if quota_nanos is not None else ""
+    amount = f" (USD {usd_text(quota_nanos)})" if quota_nanos is not None else ""
     return LimitError(f"This gateway token has used up its quota{amount}. Ask the gateway's "
                       "administrator to raise it.", code="insufficient_quota",
                       type="insufficient_quota")

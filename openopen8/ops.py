@@ -8,7 +8,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from .auth import display_prefix, hash_secret, new_secret
-from .billing import nanos_of, usd
+from .billing import nanos_of, usd_text
 from .crypto import SecretBox
 from .store.base import ChannelRecord, StoreError, TokenLimits, TokenRecord
 
@@ -49,14 +49,15 @@ async def create_token(store: Any, name: str, models: list[str] | None = None,
     return NewToken(rec, secret)
 
 
-#: limit options as the CLI and admin API take them -> (TokenLimits field, parser)
+#: limit options as the CLI and admin API take them -> (TokenLimits field, kind)
 LIMIT_OPTIONS = {
-    "quota_usd": ("quota_nanos", "a USD amount"),
-    "max_sessions": ("max_sessions", "a whole number"),
+    "quota_usd": ("quota_nanos", "usd"),
+    "max_sessions": ("max_sessions", "count"),
     "max_duration": ("max_duration", "seconds"),
     "idle_timeout": ("idle_timeout", "seconds"),
-    "sessions_per_minute": ("sessions_per_minute", "a whole number"),
+    "sessions_per_minute": ("sessions_per_minute", "count"),
 }
+_WANTS = {"usd": "a USD amount", "count": "a whole number", "seconds": "seconds"}
 _NO_LIMIT = ("none", "off", "unlimited")
 
 
@@ -65,7 +66,7 @@ def parse_limits(**given: Any) -> dict[str, Any]:
     limit) as :class:`TokenLimits` field changes."""
     out: dict[str, Any] = {}
     for opt, value in given.items():
-        field, what = LIMIT_OPTIONS[opt]
+        field, kind = LIMIT_OPTIONS[opt]
         if value is None:
             continue
         if isinstance(value, str) and value.strip().lower() in _NO_LIMIT:
@@ -75,14 +76,14 @@ def parse_limits(**given: Any) -> dict[str, Any]:
         try:
             num = Decimal(str(value).strip())
         except InvalidOperation:
-            raise StoreError(f"{flag} wants {what} or 'none', got {value!r}") from None
+            raise StoreError(f"{flag} wants {_WANTS[kind]} or 'none', got {value!r}") from None
         if not num.is_finite() or num < 0:
             raise StoreError(f"{flag} must not be negative")
-        if field == "quota_nanos":
+        if kind == "usd":
             out[field] = nanos_of(num)
-        elif what == "a whole number":
+        elif kind == "count":
             if num != num.to_integral_value():
-                raise StoreError(f"{flag} wants {what}, got {value!r}")
+                raise StoreError(f"{flag} wants {_WANTS[kind]}, got {value!r}")
             out[field] = int(num)
         else:
             if num == 0:
@@ -102,7 +103,7 @@ async def update_token(store: Any, name: str, models: list[str] | None = None,
 
 
 def _usd_text(nanos: int | None) -> str | None:
-    return None if nanos is None else f"{usd(nanos).normalize():f}"
+    return None if nanos is None else usd_text(nanos)
 
 
 def token_view(t: TokenRecord) -> dict[str, Any]:
@@ -151,7 +152,7 @@ async def usage_report(store: Any, by: str = "model", token: str | None = None,
             if k != "key":
                 total[k] = total.get(k, 0) + v
     views = []
-    for r in [*rows, total] if rows else [total]:
+    for r in [*rows, total]:
         v = {"key": r["key"], "responses": r.get("responses", 0),
              "transcriptions": r.get("transcriptions", 0)}
         v.update({k: r.get(k, 0) for k in REPORT_TOKENS})

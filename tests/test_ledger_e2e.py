@@ -274,7 +274,7 @@ async def test_concurrent_sessions_share_one_balance(tmp_path, db_url, upstream,
     instances sharing the database -- spend one quota: the database's spend is
     the exact sum of the ledger, and each session overspends by at most its
     response in flight."""
-    upstream.script = Script(delay=0.01)          # a response takes longer than a refresh
+    upstream.script = Script(delay=0.02)          # a response takes longer than a refresh
     g1 = await metered(tmp_path, db_url, upstream)
     g2 = await metered(tmp_path, db_url, upstream, channel=False) if instances == 2 else g1
     try:

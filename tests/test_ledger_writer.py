@@ -91,7 +91,7 @@ async def test_other_instances_spending_and_quota_changes_reach_running_sessions
 
 async def test_stop_writes_everything_queued_and_abandon_forgets_the_session(db_url):
     store = await open_store(db_url)
-    ledger = Ledger(store, PriceTable(), flush_seconds=60, lease_seconds=0.3)
+    ledger = Ledger(store, PriceTable(), flush_seconds=60, lease_seconds=0.6)
     ledger.start()
     try:
         tok = (await ops.create_token(store, "t", limits=TokenLimits(max_sessions=1))).record
@@ -100,8 +100,8 @@ async def test_stop_writes_everything_queued_and_abandon_forgets_the_session(db_
         with pytest.raises(LimitError) as exc:
             await ledger.admit(Session(id="sess_y", model="m", token=tok))
         assert exc.value.code == "too_many_sessions" and "max_sessions" in exc.value.message
-        # the lease outlives its first term because the writer renews it
-        await asyncio.sleep(0.5)
+        # the lease outlives its first term because the writer renews it (every 0.2 s)
+        await asyncio.sleep(1.0)
         with pytest.raises(LimitError):
             await ledger.admit(Session(id="sess_y", model="m", token=tok))
         await ledger.abandon(s)

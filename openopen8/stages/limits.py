@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 
-from ..billing import usd
+from ..billing import usd_text
 from ..events import Event, error_event
 from ..relay.stage import Forward, Session
 from ..store.base import TokenLimits
@@ -101,7 +101,7 @@ class LimitsStage:
         self.meter.cancel_inflight(s)
         quota = self.balance.quota_nanos or 0
         self._stop(s, TRY_AGAIN, "insufficient_quota", "insufficient_quota",
-                   f"This gateway token has used up its quota (USD {usd(quota).normalize():f}); "
+                   f"This gateway token has used up its quota (USD {usd_text(quota)}); "
                    "the session ends.", type="insufficient_quota")
 
     def _stop(self, s: Session, close: int, reason: str, code: str, message: str,

@@ -106,20 +106,15 @@ class MeteringStage:
         self.last_input_nanos = 0
         self._seen: set[tuple[str, str]] = set()
         self._channel: str | None = None
-        self._model: str | None = None
         self._price_per_token: tuple[float, float] = (0.0, 0.0)   # audio out, text out (nanos)
 
     # ---- hooks --------------------------------------------------------------------
 
     def on_open(self, s: Session) -> None:
         self._channel = getattr(s.channel, "name", None)
-        self._set_model(s.model)
-        self.sink.opened(s.id, self._channel)
-
-    def _set_model(self, model: str) -> None:
-        self._model = model
-        p, _ = self.prices.lookup(model)
+        p, _ = self.prices.lookup(s.model)
         self._price_per_token = (float(p.audio_out) * 1000, float(p.text_out) * 1000)
+        self.sink.opened(s.id, self._channel)
 
     def on_client(self, ev: Event, s: Session) -> Forward:
         if ev.type in _APPENDS:
