@@ -141,7 +141,9 @@ def tokens_update(name: str,
                   sessions_per_minute: PerMinute = None,
                   as_json: JsonOut = False, data_dir: DataDir = None, database_url: DbUrl = None,
                   config: ConfigFile = None) -> None:
-    """Change a token's limits (running sessions see them within seconds)."""
+    """Change a token's limits.  New sessions get them at once; running
+    sessions see a new quota within balance_refresh_seconds and keep the
+    duration and idle limits they started with."""
     settings = _settings(config, data_dir, database_url)
     rec = _run(settings, lambda store, box: ops.update_token(
         store, name, None if models is None else ops.split_list(models), expires,
