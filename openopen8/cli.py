@@ -69,6 +69,7 @@ def serve(host: Annotated[Optional[str], typer.Option(help="Address to bind.")] 
                          tls_cert=tls_cert, tls_key=tls_key)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     from .app import serve as run_server
     try:
         asyncio.run(run_server(settings))
