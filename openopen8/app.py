@@ -54,6 +54,19 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return ctx
 
 
+async def _warm(local) -> None:
+    """Load the local engine's models in the background so the first session
+    does not wait for them; a missing install is a warning, not a crash."""
+    warmup = getattr(local, "warmup", None)
+    if warmup is None:
+        return
+    try:
+        await warmup()
+        log.info("local engine ready (model 'openopen8-local')")
+    except Exception as exc:  # noqa: BLE001
+        log.warning("local engine unavailable: %s", exc)
+
+
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     """Run until SIGINT/SIGTERM; running sessions are closed with 1012."""
     app = create_app(settings)
@@ -66,8 +79,10 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     channels = await gw.store.list_channels()
     log.info("openopen8 listening on %s://%s:%d/v1/realtime (database: %s)", scheme, settings.host,
              settings.port, gw.store.engine.dialect.name)
+    local = gw.router.local_provider()
+    warming = asyncio.ensure_future(_warm(local)) if local is not None else None
     if not channels:
-        if gw.router.local_factory is not None:
+        if local is not None:
             log.info("no channels configured: serving the built-in local engine as model "
                      "'openopen8-local'")
         else:
@@ -86,4 +101,6 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         await stop.wait()
     finally:
         log.info("shutting down")
+        if warming is not None:
+            warming.cancel()
         await runner.cleanup()

@@ -70,6 +70,7 @@ def serve(host: Annotated[Optional[str], typer.Option(help="Address to bind.")] 
                          tls_cert=tls_cert, tls_key=tls_key)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     try:
         PriceTable(settings.prices, settings.fallback_price)
     except ValueError as exc:

@@ -15,6 +15,9 @@ import binascii
 import numpy as np
 import soxr
 
+from ..audio import g711
+from ..audio.resample import StreamResampler
+
 PCM = "audio/pcm"
 PCMU = "audio/pcmu"
 PCMA = "audio/pcma"
@@ -31,71 +34,22 @@ def bytes_per_ms(fmt: str) -> int:
 
 
 # ------------------------------------------------------------------ G.711
-
-def _ulaw_decode_table() -> np.ndarray:
-    u = ~np.arange(256, dtype=np.int32) & 0xFF
-    sign = u & 0x80
-    exponent = (u >> 4) & 0x07
-    mantissa = u & 0x0F
-    mag = (((mantissa << 3) + 0x84) << exponent) - 0x84
-    return np.where(sign != 0, -mag, mag).astype(np.int16)
-
-
-def _alaw_decode_table() -> np.ndarray:
-    a = np.arange(256, dtype=np.int32) ^ 0x55
-    sign = a & 0x80
-    exponent = (a >> 4) & 0x07
-    mantissa = a & 0x0F
-    mag = np.where(exponent == 0, (mantissa << 4) + 8, ((mantissa << 4) + 0x108) << (exponent - 1))
-    return np.where(sign != 0, mag, -mag).astype(np.int16)
-
-
-_ULAW_DEC = _ulaw_decode_table()
-_ALAW_DEC = _alaw_decode_table()
-
-
-_SEG_UEND = np.array([0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF], dtype=np.int32)
-_SEG_AEND = np.array([0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF], dtype=np.int32)
-
-
-def _ulaw_encode(x: np.ndarray) -> np.ndarray:
-    """G.711 u-law, bit-exact with the classic Sun reference (and audioop)."""
-    v = x.astype(np.int32) >> 2
-    mask = np.where(v < 0, 0x7F, 0xFF)
-    v = np.minimum(np.abs(v), 8159) + 33
-    seg = np.searchsorted(_SEG_UEND, v)          # first seg with v <= end
-    u = (np.minimum(seg, 7) << 4) | ((v >> (np.minimum(seg, 7) + 1)) & 0x0F)
-    u = np.where(seg >= 8, 0x7F, u)
-    return (u ^ mask).astype(np.uint8)
-
-
-def _alaw_encode(x: np.ndarray) -> np.ndarray:
-    """G.711 A-law, bit-exact with the classic Sun reference (and audioop)."""
-    v = x.astype(np.int32) >> 3
-    neg = v < 0
-    mask = np.where(neg, 0x55, 0xD5)
-    v = np.where(neg, -v - 1, v)
-    seg = np.searchsorted(_SEG_AEND, v)
-    s7 = np.minimum(seg, 7)
-    a = (s7 << 4) | (np.where(s7 < 2, v >> 1, v >> s7) & 0x0F)
-    a = np.where(seg >= 8, 0x7F, a)
-    return (a ^ mask).astype(np.uint8)
-
+# one codec for the whole gateway: openopen8.audio.g711 (bit-exact with audioop)
 
 def ulaw_to_pcm(b: bytes) -> np.ndarray:
-    return _ULAW_DEC[np.frombuffer(b, dtype=np.uint8)]
+    return g711.ulaw_decode(b)
 
 
 def alaw_to_pcm(b: bytes) -> np.ndarray:
-    return _ALAW_DEC[np.frombuffer(b, dtype=np.uint8)]
+    return g711.alaw_decode(b)
 
 
 def pcm_to_ulaw(x: np.ndarray) -> bytes:
-    return _ulaw_encode(x).tobytes()
+    return g711.ulaw_encode(x)
 
 
 def pcm_to_alaw(x: np.ndarray) -> bytes:
-    return _alaw_encode(x).tobytes()
+    return g711.alaw_encode(x)
 
 
 # ------------------------------------------------------------ base64 helpers
@@ -133,14 +87,13 @@ class InputDecoder:
 
     def __init__(self, fmt: str, out_rate: int = 16000) -> None:
         self.fmt = fmt
-        self._rs = soxr.ResampleStream(format_rate(fmt), out_rate, 1, dtype="int16",
-                                       quality="HQ")
+        self._rs = StreamResampler(format_rate(fmt), out_rate)
 
     def decode(self, raw: bytes) -> np.ndarray:
         pcm = wire_to_pcm(self.fmt, raw)
         if not pcm.size:
             return np.zeros(0, dtype=np.int16)
-        return self._rs.resample_chunk(pcm)
+        return self._rs.process(pcm)
 
 
 class OutputEncoder:
@@ -150,13 +103,15 @@ class OutputEncoder:
         self.fmt = fmt
         self._rs = None
         if format_rate(fmt) != in_rate:
-            self._rs = soxr.ResampleStream(in_rate, format_rate(fmt), 1, dtype="int16",
-                                           quality="HQ")
+            self._rs = StreamResampler(in_rate, format_rate(fmt))
 
     def encode(self, pcm24k: np.ndarray, last: bool = False) -> bytes:
         x = pcm24k
         if self._rs is not None:
-            x = self._rs.resample_chunk(x, last=last)
+            x = self._rs.process(x)
+            if last:
+                tail = self._rs.flush()
+                x = np.concatenate([x, tail]) if tail.size else x
         if self.fmt == PCMU:
             return pcm_to_ulaw(x)
         if self.fmt == PCMA:

@@ -119,9 +119,9 @@ class Relay:
                 if ev is None:
                     return "upstream"
                 s.events_out += 1
-                raw = ev.raw
-                if raw is not None:
-                    s.bytes_out += len(raw)
+                # an in-process upstream hands over dicts: its text is made
+                # here once and reused when the event is sent on
+                s.bytes_out += len(ev.text)
                 for e in chain.server(ev, s):
                     await self._send_client(e)
                 if s.to_client or s.to_upstream or s.close_request:
