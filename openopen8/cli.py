@@ -14,9 +14,10 @@ from rich.console import Console
 from rich.table import Table
 
 from . import ops
+from .billing import PriceTable
 from .crypto import SecretBox, server_secret
 from .settings import Settings, load_settings
-from .store.base import StoreError
+from .store.base import StoreError, TokenLimits
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="openopen8: a self-hosted gateway for the OpenAI Realtime API.")
@@ -69,6 +70,12 @@ def serve(host: Annotated[Optional[str], typer.Option(help="Address to bind.")] 
                          tls_cert=tls_cert, tls_key=tls_key)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    try:
+        PriceTable(settings.prices, settings.fallback_price)
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] bad price settings: {exc}")
+        raise typer.Exit(1) from None
     from .app import run as run_server
     try:
         run_server(settings)
@@ -78,23 +85,76 @@ def serve(host: Annotated[Optional[str], typer.Option(help="Address to bind.")] 
 
 # ---- tokens -----------------------------------------------------------------
 
+QuotaUsd = Annotated[Optional[str], typer.Option("--quota-usd", help="Total spend allowed, USD ('none': no limit).")]
+MaxSessions = Annotated[Optional[str], typer.Option("--max-sessions", help="Sessions open at once ('none': no limit).")]
+MaxDuration = Annotated[Optional[str], typer.Option("--max-duration", help="Longest session, seconds ('none': no limit).")]
+IdleTimeout = Annotated[Optional[str], typer.Option("--idle-timeout", help="End a session after this many seconds without a client event ('none': never).")]
+PerMinute = Annotated[Optional[str], typer.Option("--sessions-per-minute", help="New sessions per minute ('none': no limit).")]
+
+
+def _limits_text(v: dict[str, Any]) -> str:
+    parts = []
+    if v["quota_usd"] is not None:
+        parts.append(f"quota USD {v['quota_usd']}")
+    for key, label in (("max_sessions", "max sessions"), ("max_duration", "max duration s"),
+                       ("idle_timeout", "idle timeout s"),
+                       ("sessions_per_minute", "sessions/min")):
+        if v[key] is not None:
+            parts.append(f"{label} {v[key]:g}")
+    return ", ".join(parts) or "no limits"
+
+
 @tokens_app.command("create")
 def tokens_create(name: str,
                   models: Annotated[Optional[str], typer.Option(help="Comma-separated models this token may use (default: all).")] = None,
                   expires: Annotated[Optional[str], typer.Option(help="Last valid day, YYYY-MM-DD (UTC).")] = None,
+                  quota_usd: QuotaUsd = None, max_sessions: MaxSessions = None,
+                  max_duration: MaxDuration = None, idle_timeout: IdleTimeout = None,
+                  sessions_per_minute: PerMinute = None,
                   as_json: JsonOut = False, data_dir: DataDir = None, database_url: DbUrl = None,
                   config: ConfigFile = None) -> None:
     """Create a token and print its secret once (alone on the last line)."""
     settings = _settings(config, data_dir, database_url)
-    new = _run(settings, lambda store, box: ops.create_token(store, name, ops.split_list(models), expires))
+
+    async def go(store: Any, box: SecretBox) -> Any:
+        limits = TokenLimits(**ops.parse_limits(
+            quota_usd=quota_usd, max_sessions=max_sessions, max_duration=max_duration,
+            idle_timeout=idle_timeout, sessions_per_minute=sessions_per_minute))
+        return await ops.create_token(store, name, ops.split_list(models), expires, limits)
+
+    new = _run(settings, go)
     if as_json:
         print(json.dumps({**ops.token_view(new.record), "secret": new.secret}))
         return
     view = ops.token_view(new.record)
     print(f"Created token {name!r} (models: {', '.join(view['models']) or 'all'}; "
-          f"expires: {view['expires_at'] or 'never'}).")
+          f"expires: {view['expires_at'] or 'never'}; {_limits_text(view)}).")
     print("Copy the secret now; it is stored only as a hash and cannot be shown again:")
     print(new.secret)
+
+
+@tokens_app.command("update")
+def tokens_update(name: str,
+                  models: Annotated[Optional[str], typer.Option(help="Comma-separated models ('' : all).")] = None,
+                  expires: Annotated[Optional[str], typer.Option(help="Last valid day, YYYY-MM-DD ('none': never).")] = None,
+                  quota_usd: QuotaUsd = None, max_sessions: MaxSessions = None,
+                  max_duration: MaxDuration = None, idle_timeout: IdleTimeout = None,
+                  sessions_per_minute: PerMinute = None,
+                  as_json: JsonOut = False, data_dir: DataDir = None, database_url: DbUrl = None,
+                  config: ConfigFile = None) -> None:
+    """Change a token's limits.  New sessions get them at once; running
+    sessions see a new quota within balance_refresh_seconds and keep the
+    duration and idle limits they started with."""
+    settings = _settings(config, data_dir, database_url)
+    rec = _run(settings, lambda store, box: ops.update_token(
+        store, name, None if models is None else ops.split_list(models), expires,
+        quota_usd=quota_usd, max_sessions=max_sessions, max_duration=max_duration,
+        idle_timeout=idle_timeout, sessions_per_minute=sessions_per_minute))
+    view = ops.token_view(rec)
+    if as_json:
+        print(json.dumps(view))
+        return
+    print(f"Updated token {name!r}: {_limits_text(view)}; spent USD {view['spent_usd']}.")
 
 
 @tokens_app.command("list")
@@ -106,10 +166,11 @@ def tokens_list(as_json: JsonOut = False, data_dir: DataDir = None, database_url
     if as_json:
         print(json.dumps(rows))
         return
-    table = Table("name", "prefix", "models", "expires", "state")
+    table = Table("name", "prefix", "models", "expires", "limits", "spent USD", "state")
     for r in rows:
         table.add_row(r["name"], r["prefix"], ", ".join(r["models"]) or "all",
-                      r["expires_at"] or "never", "revoked" if r["revoked"] else "active")
+                      r["expires_at"] or "never", _limits_text(r), r["spent_usd"],
+                      "revoked" if r["revoked"] else "active")
     out.print(table)
 
 
@@ -192,6 +253,94 @@ def channels_remove(name: str, data_dir: DataDir = None, database_url: DbUrl = N
     settings = _settings(config, data_dir, database_url)
     _run(settings, lambda store, box: store.remove_channel(name))
     print(f"Removed channel {name!r}.")
+
+
+# ---- usage ------------------------------------------------------------------
+
+_USAGE_COLUMNS = (("responses", "resp"), ("input_text", "text in"), ("cached_text", "cached text"),
+                  ("input_audio", "audio in"), ("cached_audio", "cached audio"),
+                  ("input_image", "image in"), ("output_text", "text out"),
+                  ("output_audio", "audio out"), ("transcription_seconds", "transcr. s"))
+
+
+@app.command()
+def usage(token: Annotated[Optional[str], typer.Option(help="Only this token (name).")] = None,
+          model: Annotated[Optional[str], typer.Option(help="Only this model.")] = None,
+          since: Annotated[Optional[str], typer.Option(help="From this day (YYYY-MM-DD) or time, inclusive.")] = None,
+          until: Annotated[Optional[str], typer.Option(help="Through this day (YYYY-MM-DD), or before this time.")] = None,
+          by: Annotated[str, typer.Option(help="Group by day | model | token | channel.")] = "model",
+          as_json: JsonOut = False, data_dir: DataDir = None, database_url: DbUrl = None,
+          config: ConfigFile = None) -> None:
+    """Tokens per class and cost, from the usage ledger.  Input counts include
+    the cached ones; rows priced by the fallback price are counted."""
+    settings = _settings(config, data_dir, database_url)
+    report = _run(settings, lambda store, box: ops.usage_report(
+        store, by=by, token=token, model=model, since=since, until=until))
+    if as_json:
+        print(json.dumps(report))
+        return
+    table = Table(by, *(label for _, label in _USAGE_COLUMNS), "cost USD", "fallback")
+    for col in table.columns:
+        col.overflow = "fold"          # a narrow terminal wraps figures, never cuts them
+    def add(r: dict[str, Any]) -> None:
+        table.add_row(str(r["key"]), *(f"{r[k]:g}" if isinstance(r[k], float) else str(r[k])
+                                       for k, _ in _USAGE_COLUMNS),
+                      r["cost_usd"], str(r["priced_by_fallback"] or ""))
+
+    for r in report["rows"]:
+        add(r)
+    table.add_section()
+    add(report["total"])
+    # piped or captured output is not squeezed to 80 columns
+    (out if out.is_terminal else Console(width=200)).print(table)
+    if report["total"]["priced_by_fallback"]:
+        err.print("[yellow]note:[/yellow] some usage was priced by the fallback price "
+                  '(a model with no price): set \\[prices."MODEL"] in the config.')
+
+
+# ---- talk -------------------------------------------------------------------
+
+@app.command()
+def talk(
+    url: Annotated[str, typer.Option(help="Gateway address, ws://host:port (http:// works too).")] = "ws://127.0.0.1:8000",
+    token: Annotated[Optional[str], typer.Option(envvar="OPENOPEN8_TOKEN", show_envvar=True, help="Gateway token.")] = None,
+    model: Annotated[str, typer.Option(help="Model to talk to.")] = "openopen8-local",
+    file: Annotated[Optional[Path], typer.Option("--file", help="Say this: a WAV (any rate, mono or stereo) or raw PCM16 (with --rate).")] = None,
+    rate: Annotated[Optional[int], typer.Option(help="Sample rate of a raw PCM16 --file.")] = None,
+    channels: Annotated[int, typer.Option(help="Channels of a raw PCM16 --file.")] = 1,
+    mic: Annotated[bool, typer.Option("--mic", help="Talk through the microphone and hear the reply (extra 'mic'); Ctrl-C ends.")] = False,
+    text: Annotated[Optional[str], typer.Option("--text", help="Send a text turn instead of audio.")] = None,
+    fast: Annotated[bool, typer.Option("--fast", help="Send the file as fast as possible, not in real time.")] = False,
+    manual: Annotated[bool, typer.Option("--manual", help="No server VAD: commit the audio and ask for the response ourselves.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print every server event as one JSON line instead of captions.")] = False,
+    out_wav: Annotated[Optional[Path], typer.Option("--out", help="Write all reply audio to this WAV.")] = None,
+    voice: Annotated[Optional[str], typer.Option(help="Voice of the reply (e.g. alloy, marin).")] = None,
+    instructions: Annotated[Optional[str], typer.Option(help="Session instructions.")] = None,
+    dialect: Annotated[str, typer.Option(help="Protocol dialect to speak: ga or beta.")] = "ga",
+    audio_format: Annotated[str, typer.Option("--audio-format", help="Session audio format: pcm16, pcmu or pcma.")] = "pcm16",
+    audio_rate: Annotated[int, typer.Option("--audio-rate", help="Session pcm16 rate (OpenAI takes only 24000).")] = 24000,
+    transcribe: Annotated[str, typer.Option(help="Model that transcribes your speech for captions ('' for none).")] = "gpt-4o-mini-transcribe",
+    text_only: Annotated[bool, typer.Option("--text-only", help="Ask for text replies, no audio.")] = False,
+    tools: Annotated[Optional[Path], typer.Option("--tools", help="JSON list of function tool schemas.")] = None,
+    tool_result: Annotated[Optional[list[str]], typer.Option("--tool-result", help="NAME=JSON: answer calls of NAME with this (repeatable); otherwise you are asked.")] = None,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds without a server event.")] = 30.0,
+) -> None:
+    """Hold a voice conversation through the gateway: send a file, a text or
+    your voice; see live captions; get the reply audio and a summary."""
+    from .talk import UsageError as TalkUsageError, build, talk as run_talk
+    from .talk.runner import say_error
+
+    try:
+        opts = build(url=url, token=token, model=model, file=file, rate=rate, channels=channels,
+                     mic=mic, text=text, fast=fast, manual=manual, json_out=as_json, out=out_wav,
+                     voice=voice, instructions=instructions, dialect=dialect,
+                     audio_format=audio_format, audio_rate=audio_rate, transcribe=transcribe,
+                     text_only=text_only, tools=tools, tool_results=tool_result or [],
+                     timeout=timeout)
+    except TalkUsageError as exc:
+        say_error(err, str(exc))
+        raise typer.Exit(2) from None
+    raise typer.Exit(run_talk(opts))
 
 
 def main() -> None:  # console entry point

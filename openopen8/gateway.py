@@ -11,8 +11,10 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 
 from .auth import find_token, hash_secret
+from .billing import PriceTable
 from .crypto import SecretBox, server_secret
 from .errors import AuthError
+from .ledger import Ledger
 from .providers.routing import Router
 from .settings import Settings
 from .store.base import TokenRecord
@@ -42,6 +44,7 @@ class Gateway:
     box: SecretBox
     router: Router
     http: aiohttp.ClientSession
+    ledger: Ledger
     sessions: set[asyncio.Task] = field(default_factory=set)
     admission: list[Admission] = field(default_factory=list)
     #: stage factories, in chain order; see openopen8.pipeline
@@ -49,6 +52,7 @@ class Gateway:
 
     @classmethod
     async def start(cls, settings: Settings) -> "Gateway":
+        prices = PriceTable(settings.prices, settings.fallback_price)  # bad prices fail here
         store = await open_store(settings.db_url)
         box = SecretBox(server_secret(settings.secret_key, settings.data_dir))
         # limit=0: an upgraded upstream WebSocket keeps its pool slot for the
@@ -58,7 +62,12 @@ class Gateway:
         router = Router(store, box, http, timeout=settings.connect_timeout,
                         refresh_seconds=settings.refresh_seconds,
                         local_factory=local_factory(settings))
-        return cls(settings=settings, store=store, box=box, router=router, http=http)
+        ledger = Ledger(store, prices, flush_seconds=settings.ledger_flush_seconds,
+                        lease_seconds=settings.lease_seconds,
+                        refresh_seconds=settings.balance_refresh_seconds)
+        ledger.start()
+        return cls(settings=settings, store=store, box=box, router=router, http=http,
+                   ledger=ledger)
 
     async def authenticate(self, headers, query) -> TokenRecord:
         secret = find_token(headers, query)
@@ -80,13 +89,15 @@ class Gateway:
             await check(self, token, model)
 
     async def shutdown(self) -> None:
-        """Close every running session with 1012, then release resources."""
+        """Close every running session with 1012, then write the ledger out."""
         tasks = list(self.sessions)
         for t in tasks:
             t.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=10)
+        await self.ledger.stop()
 
     async def close(self) -> None:
+        await self.ledger.stop()
         await self.http.close()
         await self.store.close()

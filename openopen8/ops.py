@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timezone
+from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from .auth import display_prefix, hash_secret, new_secret
+from .billing import nanos_of, usd_text
 from .crypto import SecretBox
-from .store.base import ChannelRecord, StoreError, TokenRecord
+from .store.base import ChannelRecord, StoreError, TokenLimits, TokenRecord
 
 CHANNEL_TYPES = ("openai", "azure", "local")
 
@@ -40,19 +42,127 @@ class NewToken:
 
 
 async def create_token(store: Any, name: str, models: list[str] | None = None,
-                       expires: str | None = None) -> NewToken:
+                       expires: str | None = None, limits: TokenLimits | None = None) -> NewToken:
     secret = new_secret()
     rec = await store.create_token(name, hash_secret(secret), display_prefix(secret),
-                                   models or [], parse_expiry(expires))
+                                   models or [], parse_expiry(expires), limits)
     return NewToken(rec, secret)
+
+
+#: limit options as the CLI and admin API take them -> (TokenLimits field, kind)
+LIMIT_OPTIONS = {
+    "quota_usd": ("quota_nanos", "usd"),
+    "max_sessions": ("max_sessions", "count"),
+    "max_duration": ("max_duration", "seconds"),
+    "idle_timeout": ("idle_timeout", "seconds"),
+    "sessions_per_minute": ("sessions_per_minute", "count"),
+}
+_WANTS = {"usd": "a USD amount", "count": "a whole number", "seconds": "seconds"}
+_NO_LIMIT = ("none", "off", "unlimited")
+
+
+def parse_limits(**given: Any) -> dict[str, Any]:
+    """``quota_usd=…, max_sessions=…`` (None: leave as is; ``"none"``: no
+    limit) as :class:`TokenLimits` field changes."""
+    out: dict[str, Any] = {}
+    for opt, value in given.items():
+        field, kind = LIMIT_OPTIONS[opt]
+        if value is None:
+            continue
+        if isinstance(value, str) and value.strip().lower() in _NO_LIMIT:
+            out[field] = None
+            continue
+        flag = "--" + opt.replace("_", "-")
+        try:
+            num = Decimal(str(value).strip())
+        except InvalidOperation:
+            raise StoreError(f"{flag} wants {_WANTS[kind]} or 'none', got {value!r}") from None
+        if not num.is_finite() or num < 0:
+            raise StoreError(f"{flag} must not be negative")
+        if kind == "usd":
+            out[field] = nanos_of(num)
+        elif kind == "count":
+            if num != num.to_integral_value():
+                raise StoreError(f"{flag} wants {_WANTS[kind]}, got {value!r}")
+            out[field] = int(num)
+        else:
+            if num == 0:
+                raise StoreError(f"{flag} must be more than 0 seconds")
+            out[field] = float(num)
+    return out
+
+
+async def update_token(store: Any, name: str, models: list[str] | None = None,
+                       expires: str | None = None, **limits: Any) -> TokenRecord:
+    changes = parse_limits(**limits)
+    if models is not None:
+        changes["models"] = models
+    if expires is not None:
+        changes["expires_at"] = None if expires.lower() in _NO_LIMIT else parse_expiry(expires)
+    return await store.update_token(name, changes)
+
+
+def _usd_text(nanos: int | None) -> str | None:
+    return None if nanos is None else usd_text(nanos)
 
 
 def token_view(t: TokenRecord) -> dict[str, Any]:
     """What may be shown of a token: never the secret or its hash."""
+    lim = t.limits
     return {"name": t.name, "prefix": t.prefix + "…", "models": t.models,
             "expires_at": t.expires_at.isoformat() if t.expires_at else None,
             "revoked": t.revoked_at is not None,
-            "created_at": t.created_at.isoformat() if t.created_at else None}
+            "created_at": t.created_at.isoformat() if t.created_at else None,
+            "quota_usd": _usd_text(lim.quota_nanos), "spent_usd": _usd_text(t.spent_nanos),
+            "max_sessions": lim.max_sessions, "max_duration": lim.max_duration,
+            "idle_timeout": lim.idle_timeout, "sessions_per_minute": lim.sessions_per_minute}
+
+
+def parse_when(value: str | None, *, end: bool = False) -> datetime | None:
+    """A report bound: ``YYYY-MM-DD`` (``end``: the day is included, so the
+    bound is the next midnight) or an ISO timestamp (UTC unless it says)."""
+    if not value:
+        return None
+    try:
+        if len(value) == 10:
+            day = datetime.combine(date.fromisoformat(value), time.min, tzinfo=timezone.utc)
+            return day + timedelta(days=1) if end else day
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise StoreError(f"not a date: {value!r} (use YYYY-MM-DD or an ISO timestamp)") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+#: token classes in reports, as the ledger stores them (input_* include cached_*)
+REPORT_TOKENS = ("input_text", "input_audio", "input_image", "cached_text", "cached_audio",
+                 "cached_image", "output_text", "output_audio")
+
+
+async def usage_report(store: Any, by: str = "model", token: str | None = None,
+                       model: str | None = None, since: str | None = None,
+                       until: str | None = None) -> dict[str, Any]:
+    """Ledger totals per day, model, token or channel, with a grand total.
+    ``since`` is inclusive; ``until`` includes its day (or is exclusive as a
+    timestamp).  Costs are exact USD strings from the integer nano-dollars."""
+    rows = await store.usage_report(by, token=token, model=model, since=parse_when(since),
+                                    until=parse_when(until, end=True))
+    total: dict[str, Any] = {"key": "total"}
+    for r in rows:
+        for k, v in r.items():
+            if k != "key":
+                total[k] = total.get(k, 0) + v
+    views = []
+    for r in [*rows, total]:
+        v = {"key": r["key"], "responses": r.get("responses", 0),
+             "transcriptions": r.get("transcriptions", 0)}
+        v.update({k: r.get(k, 0) for k in REPORT_TOKENS})
+        v["transcription_seconds"] = round(r.get("seconds", 0.0), 3)
+        v["cost_usd"] = _usd_text(r.get("cost_nanos", 0))
+        v["cost_nanos"] = r.get("cost_nanos", 0)
+        v["priced_by_fallback"] = r.get("fallback", 0)
+        views.append(v)
+    return {"by": by, "token": token, "model": model, "since": since, "until": until,
+            "rows": views[:-1], "total": views[-1]}
 
 
 def parse_deployments(items: list[str] | None) -> dict[str, str]:

@@ -1,16 +1,41 @@
-"""The stage chain of a session, in client -> upstream order."""
+"""The stage chain of a session, in client -> upstream order:
+
+    [frames] [dialect: client edge] [audio] [limits] [metering] [dialect: upstream edge]
+
+GA is the internal dialect: every stage between the two dialect stages sees
+GA events only.  The upstream-edge dialect stage is there only when the
+upstream speaks beta (an Azure preview deployment).  Stages keep per-session
+state in ``Session.facts``, so one instance of each serves every session.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from .relay.stage import Chain, Session
+from .stages.audio import AudioStage
+from .stages.dialect import DialectStage
 from .stages.frames import FrameStage
+from .stages.limits import LimitsStage
+from .stages.metering import MeteringStage
 
 if TYPE_CHECKING:  # pragma: no cover
     from .gateway import Gateway
 
+_FRAMES = FrameStage()
+_DIALECT_CLIENT = DialectStage("client")
+_DIALECT_UPSTREAM = DialectStage("upstream")
+_AUDIO = AudioStage()
+
 
 def build_chain(gw: "Gateway", s: Session) -> Chain:
-    stages: list = [FrameStage()]
+    stages: list = [_FRAMES, _DIALECT_CLIENT, _AUDIO]
+    grant = s.facts.get("grant")    # set by Ledger.admit in web/realtime.py
+    if grant is not None:
+        # metering last before the upstream's edge: it sees what the upstream bills, in
+        # the upstream's audio format; limits just before it, to read what it counted
+        meter = MeteringStage(gw.ledger, gw.ledger.prices, s.token.id)
+        stages += [LimitsStage(meter, grant.limits, grant.balance), meter]
+    if s.upstream_dialect == "beta":
+        stages.append(_DIALECT_UPSTREAM)
     return Chain(stages)

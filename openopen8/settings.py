@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -63,6 +63,26 @@ class Settings(BaseSettings):
     #: local engine options (backends, model choices); see openopen8/engine
     local: dict[str, Any] = Field(default_factory=dict)
     log_level: str = "INFO"
+    #: prices in USD per 1M tokens over the shipped ones (openopen8/billing.py):
+    #: ``[prices."gpt-realtime"]`` with text_in, cached_text_in, audio_in,
+    #: cached_audio_in, image_in, cached_image_in, text_out, audio_out, per_minute
+    prices: dict[str, dict[str, float]] = Field(default_factory=dict)
+    #: the price of a model that has none (rows priced by it are flagged);
+    #: unset classes: the dearest shipped realtime rates
+    fallback_price: dict[str, float] = Field(default_factory=dict)
+    #: bearer secret for the admin API (/admin/*); unset: the admin API refuses everything
+    admin_token: SecretStr | None = None
+    #: how often the ledger writes usage rows (sooner when a session ends)
+    ledger_flush_seconds: float = 1.0
+    #: a session's row counts against max_sessions until its lease runs out
+    #: (renewed every lease_seconds/3 by the instance running it)
+    lease_seconds: float = 30.0
+    #: how often running sessions re-read their token's spend (other instances, CLI changes)
+    balance_refresh_seconds: float = 2.0
+    #: how often time limits (duration, idle, quota estimates) are checked
+    tick_seconds: float = 1.0
+    #: after the client is gone, how long to wait for a response in flight to report its usage
+    settle_seconds: float = 2.0
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings,

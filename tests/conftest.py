@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from openopen8 import ops
-from openopen8.app import create_app
+from openopen8.app import create_app, ssl_context
 from openopen8.settings import load_settings
 from openopen8.web.realtime import GATEWAY
 
@@ -96,11 +96,13 @@ async def start_gateway(tmp_path: Path, **settings: Any) -> RunningGateway:
     app = create_app(s)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    tls = ssl_context(s)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
     await site.start()
     port = runner.addresses[0][1]
-    http = f"http://127.0.0.1:{port}"
-    return RunningGateway(url=f"ws://127.0.0.1:{port}/v1/realtime", http=http,
+    http = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    ws = "wss" if tls else "ws"
+    return RunningGateway(url=f"{ws}://127.0.0.1:{port}/v1/realtime", http=http,
                           base_url=f"{http}/v1", app=app, runner=runner)
 
 

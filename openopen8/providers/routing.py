@@ -17,6 +17,7 @@ from typing import Any, Callable
 import aiohttp
 
 from ..crypto import SecretBox
+from ..metrics import UPSTREAM_FAILURES
 from ..errors import NO_CHANNEL_MESSAGE, NoChannelError, UpstreamFailure
 from ..relay.endpoint import Endpoint
 from ..store.base import ChannelRecord
@@ -82,6 +83,14 @@ class Router:
             listed = enabled
         return enabled, bool(listed)
 
+    def local_provider(self) -> Provider | None:
+        """The built-in local engine's provider (made on first use), if enabled."""
+        if self.local_factory is None:
+            return None
+        if self._local is None:
+            self._local = self.local_factory()
+        return self._local
+
     def provider(self, ch: ChannelRecord) -> Provider:
         key = (ch.id, ch.type, ch.base_url, ch.key_encrypted, ch.api_version,
                tuple(sorted(ch.deployments.items())))
@@ -93,11 +102,10 @@ class Router:
 
     def _make(self, ch: ChannelRecord) -> Provider:
         if ch.type == "local":
-            if self.local_factory is None:
+            local = self.local_provider()
+            if local is None:
                 raise UpstreamError("unavailable", "the local engine is not enabled")
-            if self._local is None:
-                self._local = self.local_factory()
-            return self._local
+            return local
         key = self.box.open(ch.key_encrypted)
         if ch.type == "openai":
             from .openai import OpenAIProvider
@@ -120,6 +128,7 @@ class Router:
     async def connect(self, req: ConnectRequest,
                       candidates: list[ChannelRecord]) -> tuple[ChannelRecord, Provider, Endpoint]:
         failures: list[str] = []
+        local_detail = ""
         for ch in candidates:
             try:
                 prov = self.provider(ch)
@@ -127,6 +136,9 @@ class Router:
             except UpstreamError as exc:
                 log.warning("channel %s failed for %s: %s (%s)", ch.name, req.model, exc.kind, exc.detail)
                 failures.append(exc.kind)
+                if ch.type == "local":  # in-process: its message holds no secret, and says what to install
+                    local_detail = f" {exc.detail}"
+                UPSTREAM_FAILURES.labels(ch.name, exc.kind).inc()
                 continue
             except ValueError as exc:  # undecryptable key
                 log.error("channel %s unusable: %s", ch.name, exc)
@@ -137,5 +149,5 @@ class Router:
         text = "; ".join(_KIND_TEXT.get(k, k) for k in kinds)
         raise UpstreamFailure(
             f"Could not open an upstream Realtime session for model {req.model} "
-            f"({len(failures)} channel{'s' if len(failures) != 1 else ''} tried): {text}.",
+            f"({len(failures)} channel{'s' if len(failures) != 1 else ''} tried): {text}.{local_detail}",
             code="upstream_" + (kinds[0] if len(kinds) == 1 else "failed"))

@@ -58,12 +58,13 @@ class _Stop(Exception):
 
 class Relay:
     def __init__(self, client: Endpoint, upstream: Endpoint, chain: Chain, session: Session,
-                 tick_seconds: float = 1.0) -> None:
+                 tick_seconds: float = 1.0, settle_seconds: float = 2.0) -> None:
         self.client = client
         self.upstream = upstream
         self.chain = chain
         self.s = session
         self.tick_seconds = tick_seconds
+        self.settle_seconds = settle_seconds
 
     async def _flush(self) -> None:
         s = self.s
@@ -118,9 +119,9 @@ class Relay:
                 if ev is None:
                     return "upstream"
                 s.events_out += 1
-                raw = ev.raw
-                if raw is not None:
-                    s.bytes_out += len(raw)
+                # an in-process upstream hands over dicts: its text is made
+                # here once and reused when the event is sent on
+                s.bytes_out += len(ev.text)
                 for e in chain.server(ev, s):
                     await self._send_client(e)
                 if s.to_client or s.to_upstream or s.close_request:
@@ -165,6 +166,7 @@ class Relay:
             await asyncio.gather(*tasks, return_exceptions=True)
         outcome = await self._finish(who)
         s.closed_by = outcome.closed_by
+        s.close_code = outcome.client_code
         try:
             self.chain.close(s)
         except Exception:  # noqa: BLE001
@@ -176,6 +178,7 @@ class Relay:
         client, upstream, s = self.client, self.upstream, self.s
         if who == "client":
             code = client.close_code or NORMAL
+            await self._settle()
             await upstream.close(NORMAL)
             return Outcome("client", code, client.close_reason)
         if who == "upstream":
@@ -199,21 +202,52 @@ class Relay:
                 await self._try_send(e)
             s.to_upstream.clear()
             s.to_client.clear()
-            await upstream.close(NORMAL)
             await client.close(code, reason)
+            await self._settle()
+            await upstream.close(NORMAL)
             return Outcome("gateway", code, reason)
         if who == "shutdown":
             await self._try_send(error_event(
                 "The gateway is restarting; reconnect to start a new session.",
                 type="server_error", code="server_shutting_down"))
-            await upstream.close(NORMAL)
             await client.close(RESTART, "gateway shutting down")
+            await self._settle()
+            await upstream.close(NORMAL)
             return Outcome("shutdown", RESTART, "gateway shutting down")
         await self._try_send(error_event("Internal gateway error.", type="server_error",
                                          code="internal_error"))
         await upstream.close(NORMAL)
         await client.close(INTERNAL, "internal error")
         return Outcome("error", INTERNAL, "internal error")
+
+    async def _settle(self) -> None:
+        """The client is gone (or was sent away): let stages see the upstream
+        through what they still wait for -- a response in flight, whose usage
+        the upstream bills -- for at most ``settle_seconds``.  Events read
+        here reach no client."""
+        s, chain, upstream = self.s, self.chain, self.upstream
+        try:
+            chain.client_gone(s)
+            s.to_client.clear()
+            if not (s.to_upstream or chain.awaiting(s)):
+                return
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.settle_seconds
+            while True:
+                out, s.to_upstream = s.to_upstream, []
+                for e in out:
+                    await asyncio.wait_for(upstream.send(e), max(0.0, deadline - loop.time()))
+                if not chain.awaiting(s):
+                    return
+                ev = await asyncio.wait_for(upstream.recv(), max(0.0, deadline - loop.time()))
+                if ev is None:
+                    return
+                chain.server(ev, s)
+                s.to_client.clear()
+        except (TimeoutError, ConnectionError):
+            pass
+        except Exception:  # noqa: BLE001 - a stage bug must not keep the upstream open
+            log.exception("settling session %s failed", s.id)
 
     async def _try_send(self, ev: Event) -> None:
         try:

@@ -57,6 +57,7 @@ class Session:
     to_upstream: list[Event] = field(default_factory=list)
     close_request: tuple[int, str] | None = None
     closed_by: str | None = None
+    close_code: int | None = None    # the code the client got, known at on_close
 
     def reply(self, ev: Event) -> None:
         self.to_client.append(ev)
@@ -83,7 +84,15 @@ class BaseStage:
     Optional hooks the relay calls when present:
     ``on_open(s)`` once before any event, ``on_tick(now, s)`` about once a
     second (``now`` from ``time.monotonic()``), ``on_close(s)`` once at the end
-    (after ``s.closed_by`` and the close code are known).
+    (after ``s.closed_by`` and ``s.close_code`` are known).
+
+    Two more let a stage see a session's upstream through to the end after
+    the client has gone (or been sent away): ``on_client_gone(s)`` is called
+    once then -- a stage may ``s.inject`` (e.g. cancel a response nobody will
+    hear) -- and while any stage's ``awaiting_upstream(s)`` is true the relay
+    keeps reading the upstream, for at most ``settle_seconds``, and passes
+    what comes through ``on_server`` (its output goes nowhere).  Metering
+    uses this so the usage of a response in flight is not lost.
     """
 
     name = "stage"
@@ -123,6 +132,7 @@ class Chain:
         self.stages = list(stages)
         self.reverse = list(reversed(self.stages))
         self.tickers = [st for st in self.stages if hasattr(st, "on_tick")]
+        self.waiters = [st for st in self.stages if hasattr(st, "awaiting_upstream")]
 
     def client(self, ev: Event, s: Session) -> list[Event]:
         return self._apply(ev, self.stages, "on_client", s)
@@ -155,6 +165,15 @@ class Chain:
     def tick(self, now: float, s: Session) -> None:
         for st in self.tickers:
             st.on_tick(now, s)
+
+    def client_gone(self, s: Session) -> None:
+        for st in self.stages:
+            hook = getattr(st, "on_client_gone", None)
+            if hook:
+                hook(s)
+
+    def awaiting(self, s: Session) -> bool:
+        return any(st.awaiting_upstream(s) for st in self.waiters)
 
     def close(self, s: Session) -> None:
         for st in self.stages:

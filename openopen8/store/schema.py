@@ -3,8 +3,8 @@ keep the two in step (``tests/store`` checks the migrated schema matches)."""
 
 from __future__ import annotations
 
-from sqlalchemy import (JSON, Boolean, Column, DateTime, Integer, LargeBinary, MetaData,
-                        String, Table)
+from sqlalchemy import (JSON, BigInteger, Boolean, Column, DateTime, Float, Index, Integer,
+                        LargeBinary, MetaData, String, Table, UniqueConstraint)
 
 metadata = MetaData()
 
@@ -18,6 +18,13 @@ tokens = Table(
     Column("expires_at", DateTime(timezone=True)),
     Column("revoked_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # limits (NULL: none) and the running spend, in nano-dollars (see billing.py)
+    Column("quota_nanos", BigInteger),
+    Column("spent_nanos", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("max_sessions", Integer),
+    Column("max_duration", Float),            # seconds
+    Column("idle_timeout", Float),            # seconds
+    Column("sessions_per_minute", Integer),
 )
 
 channels = Table(
@@ -35,4 +42,59 @@ channels = Table(
     Column("enabled", Boolean, nullable=False, default=True),
     Column("extra", JSON, nullable=False, default=dict),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+#: one row per session; ``closed_at`` NULL while it runs, and ``lease_until``
+#: renewed by the instance running it, so a crashed instance's sessions stop
+#: counting against concurrency limits once their lease runs out
+sessions = Table(
+    "sessions", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("token_id", Integer, nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("channel", String(200)),
+    Column("instance", String(64), nullable=False),
+    Column("opened_at", DateTime(timezone=True), nullable=False),
+    Column("lease_until", DateTime(timezone=True), nullable=False),
+    Column("closed_at", DateTime(timezone=True)),
+    Column("close_code", Integer),
+    Column("closed_by", String(20)),
+    Column("events_in", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("events_out", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("bytes_in", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("bytes_out", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("audio_in_seconds", Float, nullable=False, default=0.0, server_default="0"),
+    Column("audio_out_seconds", Float, nullable=False, default=0.0, server_default="0"),
+    Index("ix_sessions_token_open", "token_id", "closed_at"),
+    Index("ix_sessions_token_opened", "token_id", "opened_at"),
+)
+
+#: the usage ledger: one row per response.done with usage (kind "response",
+#: ref = response id) or per input transcription (kind "transcription",
+#: ref = item id/content index); a (session, kind, ref) is recorded once
+ledger = Table(
+    "ledger", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("session_id", String(64), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("ref", String(200), nullable=False),
+    Column("token_id", Integer, nullable=False),
+    Column("channel", String(200)),
+    Column("model", String(200), nullable=False),
+    Column("status", String(20)),
+    Column("input_text", Integer, nullable=False),
+    Column("input_audio", Integer, nullable=False),
+    Column("input_image", Integer, nullable=False),
+    Column("cached_text", Integer, nullable=False),
+    Column("cached_audio", Integer, nullable=False),
+    Column("cached_image", Integer, nullable=False),
+    Column("output_text", Integer, nullable=False),
+    Column("output_audio", Integer, nullable=False),
+    Column("seconds", Float, nullable=False),
+    Column("cost_nanos", BigInteger, nullable=False),
+    Column("fallback", Boolean, nullable=False),
+    UniqueConstraint("session_id", "kind", "ref", name="uq_ledger_session_kind_ref"),
+    Index("ix_ledger_created", "created_at"),
+    Index("ix_ledger_token", "token_id", "created_at"),
 )

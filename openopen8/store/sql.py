@@ -4,17 +4,19 @@ Alembic migrations applied on open."""
 from __future__ import annotations
 
 import asyncio
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import delete, event, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from . import schema
-from .base import ChannelRecord, StoreError, TokenRecord, as_utc, utcnow
+from .base import ChannelRecord, StoreError, TokenLimits, TokenRecord, as_utc, utcnow
+from .ledger_sql import LedgerOps
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -36,12 +38,24 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA busy_timeout=10000")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
+    # we emit BEGIN ourselves (see _sqlite_begin), as SQLAlchemy recommends for pysqlite
+    dbapi_conn.isolation_level = None
+
+
+def _sqlite_begin(conn: Any) -> None:
+    """``BEGIN`` for every transaction, ``BEGIN IMMEDIATE`` for the ones that
+    read and then write (:meth:`SqlStore.writing`): they take SQLite's write
+    lock up front instead of failing when another writer got in between."""
+    mode = conn.get_execution_options().get("sqlite_begin", "")
+    conn.exec_driver_sql(f"BEGIN {mode}".strip())
 
 
 def _token(row: Any) -> TokenRecord:
+    limits = TokenLimits(**{f: getattr(row, f) for f in TokenLimits.FIELDS})
     return TokenRecord(id=row.id, name=row.name, prefix=row.prefix, models=list(row.models or []),
                        expires_at=as_utc(row.expires_at), revoked_at=as_utc(row.revoked_at),
-                       created_at=as_utc(row.created_at))
+                       created_at=as_utc(row.created_at), limits=limits,
+                       spent_nanos=row.spent_nanos or 0)
 
 
 def _channel(row: Any) -> ChannelRecord:
@@ -52,9 +66,28 @@ def _channel(row: Any) -> ChannelRecord:
                          extra=dict(row.extra or {}), created_at=as_utc(row.created_at))
 
 
-class SqlStore:
+class SqlStore(LedgerOps):
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self.sqlite = engine.dialect.name == "sqlite"
+        # SQLite has one writer at a time: queue this process's read-then-write
+        # transactions here rather than in SQLite's busy handler
+        self._write_lock = asyncio.Lock()
+
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction that reads and then writes: ``BEGIN IMMEDIATE`` on
+        SQLite (serialised in-process too); on PostgreSQL a plain transaction
+        whose callers lock the rows they read (``FOR UPDATE``)."""
+        if not self.sqlite:
+            async with self.engine.begin() as conn:
+                yield conn
+            return
+        async with self._write_lock:
+            async with self.engine.connect() as conn:
+                await conn.execution_options(sqlite_begin="IMMEDIATE")
+                async with conn.begin():
+                    yield conn
 
     @classmethod
     async def open(cls, url: str, migrate: bool = True) -> "SqlStore":
@@ -69,6 +102,7 @@ class SqlStore:
         engine = create_async_engine(aurl, **kwargs)
         if engine.dialect.name == "sqlite":
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(engine.sync_engine, "begin", _sqlite_begin)
         store = cls(engine)
         if migrate:
             await store.migrate()
@@ -94,12 +128,13 @@ class SqlStore:
 
     # ---- tokens -------------------------------------------------------------
 
-    async def create_token(self, name, secret_hash, prefix, models, expires_at):
+    async def create_token(self, name, secret_hash, prefix, models, expires_at, limits=None):
+        lim = {f: getattr(limits, f) for f in TokenLimits.FIELDS} if limits else {}
         try:
             async with self.engine.begin() as conn:
                 res = await conn.execute(insert(schema.tokens).values(
                     name=name, secret_hash=secret_hash, prefix=prefix, models=list(models),
-                    expires_at=expires_at, created_at=utcnow()))
+                    expires_at=expires_at, created_at=utcnow(), spent_nanos=0, **lim))
                 row = (await conn.execute(select(schema.tokens).where(
                     schema.tokens.c.id == res.inserted_primary_key[0]))).one()
         except IntegrityError:
@@ -111,6 +146,23 @@ class SqlStore:
             row = (await conn.execute(select(schema.tokens).where(
                 schema.tokens.c.secret_hash == secret_hash))).first()
         return _token(row) if row else None
+
+    async def update_token(self, name, changes):
+        """Change a token's limits, models or expiry (keys of ``changes``:
+        :attr:`TokenLimits.FIELDS`, ``models``, ``expires_at``)."""
+        allowed = set(TokenLimits.FIELDS) | {"models", "expires_at"}
+        bad = set(changes) - allowed
+        if bad:
+            raise StoreError(f"cannot change {sorted(bad)}")
+        async with self.engine.begin() as conn:
+            if changes:
+                await conn.execute(update(schema.tokens).where(
+                    schema.tokens.c.name == name).values(**changes))
+            row = (await conn.execute(select(schema.tokens).where(
+                schema.tokens.c.name == name))).first()
+        if row is None:
+            raise StoreError(f"no token named {name!r}")
+        return _token(row)
 
     async def list_tokens(self):
         async with self.engine.connect() as conn:

