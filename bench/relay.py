@@ -279,17 +279,22 @@ def setup_openopen8(upstream_http: str, run_dir: Path, name: str = "openopen8",
     return t
 
 
-#: prints the openopen8 package path, then the stage names of a session's chain
+#: prints the openopen8 package path, then the stages its pipeline can put in a
+#: session's chain (what has landed; which of them a session gets depends on
+#: its token and channel: a metered token and a GA upstream here)
 _OO8_PROBE = """
 import openopen8
 print(openopen8.__file__)
-from types import SimpleNamespace as N
-from openopen8.pipeline import build_chain
-from openopen8.relay.stage import Session
-from openopen8.settings import load_settings
 try:
-    c = build_chain(N(settings=load_settings(), extras={}), Session(id='s', model='m'))
-    print(','.join(getattr(s, 'name', type(s).__name__) for s in c.stages))
+    from openopen8 import pipeline
+    def stage(c):
+        return hasattr(c, 'on_client') and c.__module__.startswith('openopen8.stages')
+    objs = list(vars(pipeline).values())
+    inst = [v for v in objs if not isinstance(v, type) and stage(type(v))]
+    names = [getattr(v, 'name', type(v).__name__) for v in inst]
+    seen = {type(v) for v in inst}
+    names += [c.__name__ for c in objs if isinstance(c, type) and stage(c) and c not in seen]
+    print(','.join(names))
 except Exception as e:
     print('?', type(e).__name__, e)
 """
