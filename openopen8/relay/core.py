@@ -130,10 +130,14 @@ class Relay:
             return stop.who
 
     async def _ticker(self) -> str:
-        s = self.s
+        s, tick = self.s, self.tick_seconds
+        loop = asyncio.get_running_loop()
         try:
             while True:
-                await asyncio.sleep(self.tick_seconds)
+                # on the loop clock's multiples of the tick: every session's
+                # tick falls in one loop iteration, so N sessions cost one
+                # wake-up a tick instead of N (~150 us each on a quiet core)
+                await asyncio.sleep(tick - loop.time() % tick)
                 self.chain.tick(time.monotonic(), s)
                 if s.to_client or s.to_upstream or s.close_request:
                     await self._flush()
