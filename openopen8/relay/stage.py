@@ -125,36 +125,59 @@ def _run(ev: Event, stages: Iterable[Any], attr: str, s: Session) -> list[Event]
 
 class Chain:
     """An ordered list of stages, applied client->upstream in order and
-    upstream->client in reverse.  The single-event fast path avoids any list
-    building when every stage just returns the event it was given."""
+    upstream->client in reverse.
+
+    The relay calls :meth:`pass_client` / :meth:`pass_server`, which return
+    the one event that comes out (the common case: no list is built) or a
+    list when a stage dropped the event or made several.  The stages' hooks
+    are looked up once, when the chain is built.  :meth:`client` /
+    :meth:`server` always return a list (for tests and tools)."""
 
     def __init__(self, stages: list[Any]) -> None:
         self.stages = list(stages)
         self.reverse = list(reversed(self.stages))
         self.tickers = [st for st in self.stages if hasattr(st, "on_tick")]
         self.waiters = [st for st in self.stages if hasattr(st, "awaiting_upstream")]
+        self._up = tuple(st.on_client for st in self.stages)
+        self._down = tuple(st.on_server for st in self.reverse)
 
     def client(self, ev: Event, s: Session) -> list[Event]:
-        return self._apply(ev, self.stages, "on_client", s)
+        out = self.pass_client(ev, s)
+        return out if out.__class__ is list else [out]  # type: ignore[return-value]
 
     def server(self, ev: Event, s: Session) -> list[Event]:
-        return self._apply(ev, self.reverse, "on_server", s)
+        out = self.pass_server(ev, s)
+        return out if out.__class__ is list else [out]  # type: ignore[return-value]
 
-    @staticmethod
-    def _apply(ev: Event, stages: list[Any], attr: str, s: Session) -> list[Event]:
+    def pass_client(self, ev: Event, s: Session) -> Event | list[Event]:
+        """``ev`` through every stage's ``on_client``: one event, or a list."""
         cur = ev
-        for i, stage in enumerate(stages):
-            out = getattr(stage, attr)(cur, s)
-            if out is cur:
-                continue
-            if out is None:
-                return []
-            if isinstance(out, Event):
+        i = 0
+        for hook in self._up:
+            out = hook(cur, s)
+            i += 1
+            if out is not cur:
+                if out is None:
+                    return []
+                if not isinstance(out, Event):
+                    return [e for item in out for e in _run(item, self.stages[i:], "on_client", s)]
                 cur = out
-                continue
-            # a list: finish the rest of the chain on each element
-            return [e for item in out for e in _run(item, stages[i + 1:], attr, s)]
-        return [cur]
+        return cur
+
+    def pass_server(self, ev: Event, s: Session) -> Event | list[Event]:
+        """``ev`` through every stage's ``on_server``, nearest the upstream first."""
+        cur = ev
+        i = 0
+        for hook in self._down:
+            out = hook(cur, s)
+            i += 1
+            if out is not cur:
+                if out is None:
+                    return []
+                if not isinstance(out, Event):
+                    return [e for item in out for e in _run(item, self.reverse[i:], "on_server", s)]
+                cur = out
+        return cur
 
     def open(self, s: Session) -> None:
         for st in self.stages:

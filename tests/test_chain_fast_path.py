@@ -1,0 +1,80 @@
+"""The relay's path through the chain: one event in, the same object out
+when no stage touches it (no list built), and the list semantics of
+``Chain.client`` / ``Chain.server`` otherwise."""
+
+from openopen8.events import Event
+from openopen8.relay.stage import BaseStage, Chain, Session
+
+
+class Drop(BaseStage):
+    def on_client(self, ev, s):
+        return None if ev.type == "drop" else ev
+
+    def on_server(self, ev, s):
+        return None if ev.type == "drop" else ev
+
+
+class Swap(BaseStage):
+    def on_client(self, ev, s):
+        return Event.from_data({"type": ev.type + ".swapped"}) if ev.type == "swap" else ev
+
+    def on_server(self, ev, s):
+        return self.on_client(ev, s)
+
+
+class Split(BaseStage):
+    def on_client(self, ev, s):
+        return [Event.from_data({"type": "one"}), Event.from_data({"type": "two"})] \
+            if ev.type == "split" else ev
+
+    def on_server(self, ev, s):
+        return self.on_client(ev, s)
+
+
+class Mark(BaseStage):
+    def __init__(self, tag):
+        self.tag = tag
+        self.seen = []
+
+    def on_client(self, ev, s):
+        self.seen.append(ev.type)
+        return ev
+
+    def on_server(self, ev, s):
+        self.seen.append(ev.type)
+        return ev
+
+
+def session():
+    return Session(id="s", model="m")
+
+
+def test_untouched_event_comes_back_as_itself():
+    ev = Event('{"type":"x"}')
+    chain = Chain([Drop(), Swap(), Split()])
+    assert chain.pass_client(ev, session()) is ev
+    assert chain.pass_server(ev, session()) is ev
+    assert Chain([]).pass_client(ev, session()) is ev
+
+
+def test_dropped_replaced_and_split_events():
+    s = session()
+    after = Mark("after")
+    chain = Chain([Drop(), Swap(), Split(), after])
+    assert chain.pass_client(Event('{"type":"drop"}'), s) == []
+    out = chain.pass_client(Event('{"type":"swap"}'), s)
+    assert isinstance(out, Event) and out.type == "swap.swapped"
+    out = chain.pass_client(Event('{"type":"split"}'), s)
+    assert [e.type for e in out] == ["one", "two"]
+    assert after.seen == ["swap.swapped", "one", "two"]     # the rest of the chain saw both
+
+
+def test_server_side_runs_in_reverse_and_splits_finish_the_rest():
+    s = session()
+    first = Mark("first")           # nearest the client: runs last on server events
+    chain = Chain([first, Split(), Drop()])
+    out = chain.pass_server(Event('{"type":"split"}'), s)
+    assert [e.type for e in out] == ["one", "two"] and first.seen == ["one", "two"]
+    assert chain.server(Event('{"type":"drop"}'), s) == []
+    ev = Event('{"type":"k"}')
+    assert chain.server(ev, s) == [ev] and chain.client(ev, s) == [ev]
