@@ -120,6 +120,62 @@ async def serve_aiohttp(host: str, port: int, upstream: str) -> None:
     await asyncio.Event().wait()
 
 
+# ---- aiohttp facing the client, picows to the upstream -----------------------
+# (what openopen8 would look like with only its upstream client swapped:
+# aiohttp keeps the pre-upgrade auth and the admin API)
+
+async def serve_aiohttp_picows(host: str, port: int, upstream: str) -> None:
+    from aiohttp import WSMsgType as AM, web
+    from picows import WSListener, WSMsgType, ws_connect
+
+    class FromUpstream(WSListener):
+        def __init__(self, queue: asyncio.Queue) -> None:
+            self.queue = queue
+
+        def on_ws_frame(self, t, f) -> None:
+            if f.msg_type == WSMsgType.TEXT:
+                self.queue.put_nowait(f.get_payload_as_utf8_text())
+            elif f.msg_type == WSMsgType.CLOSE:
+                self.queue.put_nowait(None)
+
+        def on_ws_disconnected(self, t) -> None:
+            self.queue.put_nowait(None)
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        queue: asyncio.Queue = asyncio.Queue()
+        up, _ = await ws_connect(lambda: FromUpstream(queue), upstream + request.path_qs,
+                                 max_frame_size=MAX_FRAME)
+        ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, compress=False)
+        await ws.prepare(request)
+
+        async def to_upstream() -> None:
+            async for msg in ws:
+                if msg.type is AM.TEXT:
+                    up.send(WSMsgType.TEXT, msg.data.encode())
+
+        async def to_client() -> None:
+            while (data := await queue.get()) is not None:
+                await ws.send_str(data)
+
+        tasks = [asyncio.ensure_future(to_upstream()), asyncio.ensure_future(to_client())]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for t in tasks:
+            t.cancel()
+        up.send_close(1000)
+        up.disconnect()
+        await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    print(f"READY {runner.addresses[0][1]}", flush=True)
+    await asyncio.Event().wait()
+
+
 # ---- websockets: the library LiteLLM and the openai SDK use -----------------
 
 async def serve_websockets(host: str, port: int, upstream: str) -> None:
@@ -142,7 +198,8 @@ async def serve_websockets(host: str, port: int, upstream: str) -> None:
         await asyncio.Event().wait()
 
 
-SERVERS = {"picows": serve_picows, "aiohttp": serve_aiohttp, "websockets": serve_websockets}
+SERVERS = {"picows": serve_picows, "aiohttp": serve_aiohttp, "websockets": serve_websockets,
+           "aiohttp-picows": serve_aiohttp_picows}
 
 
 def raise_mmap_threshold() -> None:

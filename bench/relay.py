@@ -60,6 +60,8 @@ LIMIT_MS = 20.0
 DEFAULT_STEPS = [10, 25, 50, 100, 150, 200, 300, 400, 600, 800, 1000]
 QUICK_STEPS = [4, 8]
 BARE = ["bare-picows", "bare-aiohttp", "bare-websockets"]
+#: measured on request (--targets): aiohttp facing the client, picows upstream
+HYBRID = ["bare-aiohttp-picows"]
 ALL_TARGETS = ["direct", *BARE, "openopen8", "litellm"]
 LITELLM_SPEC = "litellm[proxy]"
 
@@ -206,8 +208,7 @@ def setup_bare(name: str, upstream: str, run_dir: Path, loop: str) -> Target:
         return t
     t.pid = t.proc.pid
     t.url = f"ws://127.0.0.1:{port}/v1/realtime?model={MODEL}"
-    mod = {"picows": "picows", "aiohttp": "aiohttp", "websockets": "websockets"}[lib]
-    t.info["library"] = f"{mod} {_version(mod)}"
+    t.info["library"] = " + ".join(f"{m} {_version(m)}" for m in lib.split("-"))
     return t
 
 
@@ -550,9 +551,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--steps", help="comma-separated N to step through "
                     f"(default {','.join(map(str, DEFAULT_STEPS))})")
     ap.add_argument("--targets", help=f"comma-separated subset of {','.join(ALL_TARGETS)}")
-    ap.add_argument("--openopen8-at", action="append", default=[], metavar="GITREF",
-                    help="also run openopen8 as of this commit (unpacked with git archive), "
-                    "interleaved with this checkout: before/after in one run (repeatable)")
+    ap.add_argument("--openopen8-at", action="append", default=[], metavar="GITREF|DIR",
+                    help="also run openopen8 as of this commit (unpacked with git archive) or "
+                    "from this source directory, beside this checkout: before/after in one "
+                    "run (repeatable)")
     ap.add_argument("--openopen8-env", action="append", default=[], metavar="NAME:K=V[,K=V]",
                     help="also run this checkout with extra environment, as target "
                     "openopen8[NAME] (repeatable), e.g. hb0:OPENOPEN8_HEARTBEAT=0")
@@ -599,7 +601,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if quick and a.retries == 1:
         a.retries = 0
     names = a.targets.split(",") if a.targets else list(ALL_TARGETS)
-    bad = [n for n in names if n not in ALL_TARGETS]
+    bad = [n for n in names if n not in ALL_TARGETS + HYBRID]
     if bad:
         ap.error(f"unknown target(s): {', '.join(bad)}")
     if "direct" not in names:
@@ -660,7 +662,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         def setup(name: str) -> Target:
             if name == "direct":
                 return Target("direct", url=f"{up_ws}/v1/realtime?model={MODEL}")
-            if name in BARE:
+            if name in BARE + HYBRID:
                 return setup_bare(name, up_ws, run_dir, a.bare_loop)
             if name == "openopen8":
                 t = setup_openopen8(up_http, run_dir)
@@ -668,6 +670,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                 return t
             if name in a.variants:
                 v = a.variants[name]
+                if "ref" in v and (Path(v["ref"]) / "openopen8").is_dir():
+                    return setup_openopen8(up_http, run_dir, name, src=Path(v["ref"]).resolve())
                 if "ref" in v:
                     try:
                         src = openopen8_source(v["ref"], run_dir)
