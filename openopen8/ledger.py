@@ -37,6 +37,7 @@ from typing import Any
 
 from .billing import PriceTable, usd_text
 from .errors import LimitError
+from .metrics import usage_recorded
 from .relay.stage import Session
 from .store.base import LimitReached, SessionEnd, TokenLimits, UsageRow, utcnow
 
@@ -207,6 +208,7 @@ class Ledger:
 
     def record(self, row: UsageRow) -> None:
         self._rows.append(row)
+        usage_recorded(row)
         bal = self._balances.get(row.token_id)
         if bal is not None:
             bal.pending_nanos += row.cost_nanos

@@ -18,6 +18,11 @@ UPSTREAM_FAILURES = Counter("openopen8_upstream_failures_total",
                             ["channel", "kind"], registry=REGISTRY)
 EVENTS = Counter("openopen8_events_total", "Events relayed", ["direction"], registry=REGISTRY)
 BYTES = Counter("openopen8_bytes_total", "Event bytes relayed", ["direction"], registry=REGISTRY)
+USAGE_TOKENS = Counter("openopen8_usage_tokens_total",
+                       "Tokens reported by upstreams in response.done / transcription usage",
+                       ["model", "kind"], registry=REGISTRY)
+COST = Counter("openopen8_cost_usd_total", "Priced usage in USD", ["model", "fallback"],
+               registry=REGISTRY)
 SESSION_SECONDS = Histogram("openopen8_session_seconds", "Session length",
                             buckets=(1, 5, 15, 60, 300, 900, 1800, 3600, 7200), registry=REGISTRY)
 CONNECT_SECONDS = Histogram("openopen8_upstream_connect_seconds",
@@ -33,6 +38,21 @@ def session_ended(s, outcome, seconds: float) -> None:
     BYTES.labels("client_to_upstream").inc(s.bytes_in)
     BYTES.labels("upstream_to_client").inc(s.bytes_out)
     SESSION_SECONDS.observe(seconds)
+
+
+_TOKEN_KINDS = ("input_text", "input_audio", "input_image", "cached_text", "cached_audio",
+                "output_text", "output_audio")
+
+
+def usage_recorded(row) -> None:
+    """Once per ledger row (the metering stage drops in-session duplicates)."""
+    t = row.tokens
+    for kind in _TOKEN_KINDS:
+        n = getattr(t, kind)
+        if n:
+            USAGE_TOKENS.labels(row.model, kind).inc(n)
+    if row.cost_nanos:
+        COST.labels(row.model, "yes" if row.fallback else "no").inc(row.cost_nanos / 1e9)
 
 
 async def metrics_handler(request: web.Request) -> web.Response:

@@ -127,6 +127,8 @@ async def text_session(c: Client) -> None:
 async def test_scripted_usage_reaches_ledger_and_reports_to_the_token_and_cent(
         tmp_path, db_url, upstream):
     g = await metered(tmp_path, db_url, upstream)
+    out_audio_before = _metric("openopen8_usage_tokens_total",
+                               {"model": "gpt-realtime", "kind": "output_audio"})
     try:
         secret, token_id = await token(g, "alice")
         upstream.scripts.extend([Script(usage=U1), Script(usage=U2, duplicate_done=True),
@@ -193,8 +195,17 @@ async def test_scripted_usage_reaches_ledger_and_reports_to_the_token_and_cent(
         assert session["events_in"] >= 9 and session["events_out"] > session["events_in"]
         assert session["bytes_in"] > 12_800 and session["bytes_out"] > 0
         assert session["audio_in_seconds"] == pytest.approx(0.2, abs=1e-3)
+        # /metrics counts the same tokens as the ledger (the duplicate once)
+        assert _metric("openopen8_usage_tokens_total",
+                       {"model": "gpt-realtime", "kind": "output_audio"}) - out_audio_before \
+            == rt["output_audio"]
     finally:
         await g.stop()
+
+
+def _metric(name: str, labels: dict[str, str]) -> float:
+    from openopen8.metrics import REGISTRY
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 # ---- quotas --------------------------------------------------------------------------
