@@ -120,6 +120,105 @@ async def serve_aiohttp(host: str, port: int, upstream: str) -> None:
     await asyncio.Event().wait()
 
 
+# ---- picows with openopen8's stages: what the gateway could cost on picows ---
+# Not openopen8: no auth, no ledger I/O.  The picows forwarder above, plus what
+# openopen8 does per frame -- an Event (type peeked), the real stage chain
+# (frames, dialect, audio, limits, metering with a sink that keeps nothing),
+# the session counters -- run synchronously in the frame callbacks.
+
+async def serve_picows_stages(host: str, port: int, upstream: str) -> None:
+    from types import SimpleNamespace
+    from picows import WSListener, WSMsgType, ws_connect, ws_create_server
+
+    from openopen8.billing import PriceTable
+    from openopen8.events import Event
+    from openopen8.relay.stage import Chain, Session
+    from openopen8.stages.audio import AudioStage
+    from openopen8.stages.dialect import DialectStage
+    from openopen8.stages.frames import FrameStage
+    from openopen8.stages.limits import LimitsStage
+    from openopen8.stages.metering import MeteringStage
+
+    class Sink:
+        def record(self, row) -> None: ...
+        def opened(self, sid, ch) -> None: ...
+        def closed(self, end, tid) -> None: ...
+
+    prices = PriceTable({}, None)
+    frames, dialect, audio = FrameStage(), DialectStage("client"), AudioStage()
+    TEXT = WSMsgType.TEXT
+
+    def relay(s: Session, through, out_transport, out_count: str):
+        def on_text(payload: str) -> None:
+            ev = Event(payload)
+            setattr(s, out_count, getattr(s, out_count) + 1)
+            out = through(ev, s)
+            for e in (out if out.__class__ is list else (out,)):
+                out_transport.send(TEXT, e.text.encode())
+        return on_text
+
+    class ToClient(WSListener):
+        def __init__(self, client, s: Session, chain: Chain) -> None:
+            self.client = client
+            self.on_text = relay(s, chain.pass_server, client, "events_out")
+
+        def on_ws_frame(self, t, f) -> None:
+            if f.msg_type == TEXT:
+                self.on_text(f.get_payload_as_utf8_text())
+            elif f.msg_type == WSMsgType.CLOSE:
+                self.client.send_close(f.get_close_code() or 1000)
+                self.client.disconnect()
+
+        def on_ws_disconnected(self, t) -> None:
+            self.client.disconnect()
+
+    class FromClient(WSListener):
+        def __init__(self, path: str) -> None:
+            self.path, self.up, self.early = path, None, []
+            self.s = Session(id="s", model="gpt-realtime", channel=SimpleNamespace(name="c"))
+            meter = MeteringStage(Sink(), prices, 1)
+            limits = LimitsStage(meter, SimpleNamespace(max_duration=None, idle_timeout=None), None)
+            self.chain = Chain([frames, dialect, audio, limits, meter])
+            self.chain.open(self.s)
+
+        def on_ws_connected(self, t) -> None:
+            asyncio.get_running_loop().create_task(self._connect(t))
+
+        async def _connect(self, t) -> None:
+            try:
+                self.up, _ = await ws_connect(lambda: ToClient(t, self.s, self.chain),
+                                              upstream + self.path, max_frame_size=MAX_FRAME)
+            except Exception:  # noqa: BLE001
+                t.send_close(1014)
+                t.disconnect()
+                return
+            self.on_text = relay(self.s, self.chain.pass_client, self.up, "events_in")
+            for payload in self.early:
+                self.on_text(payload)
+            self.early = None
+
+        def on_ws_frame(self, t, f) -> None:
+            if f.msg_type == TEXT:
+                if self.up is None:
+                    self.early.append(f.get_payload_as_utf8_text())
+                else:
+                    self.on_text(f.get_payload_as_utf8_text())
+            elif f.msg_type == WSMsgType.CLOSE:
+                if self.up is not None:
+                    self.up.send_close(f.get_close_code() or 1000)
+                    self.up.disconnect()
+                t.disconnect()
+
+        def on_ws_disconnected(self, t) -> None:
+            if self.up is not None:
+                self.up.disconnect()
+
+    server = await ws_create_server(lambda req: FromClient(req.path.decode() if isinstance(req.path, bytes) else req.path),
+                                    host, port, max_frame_size=MAX_FRAME)
+    print(f"READY {server.sockets[0].getsockname()[1]}", flush=True)
+    await server.serve_forever()
+
+
 # ---- aiohttp facing the client, picows to the upstream -----------------------
 # (what openopen8 would look like with only its upstream client swapped:
 # aiohttp keeps the pre-upgrade auth and the admin API)
@@ -199,7 +298,7 @@ async def serve_websockets(host: str, port: int, upstream: str) -> None:
 
 
 SERVERS = {"picows": serve_picows, "aiohttp": serve_aiohttp, "websockets": serve_websockets,
-           "aiohttp-picows": serve_aiohttp_picows}
+           "aiohttp-picows": serve_aiohttp_picows, "picows-stages": serve_picows_stages}
 
 
 def raise_mmap_threshold() -> None:

@@ -60,8 +60,9 @@ LIMIT_MS = 20.0
 DEFAULT_STEPS = [10, 25, 50, 100, 150, 200, 300, 400, 600, 800, 1000]
 QUICK_STEPS = [4, 8]
 BARE = ["bare-picows", "bare-aiohttp", "bare-websockets"]
-#: measured on request (--targets): aiohttp facing the client, picows upstream
-HYBRID = ["bare-aiohttp-picows"]
+#: measured on request (--targets): aiohttp facing the client with picows
+#: upstream; picows at both ends running openopen8's stages in its callbacks
+HYBRID = ["bare-aiohttp-picows", "bare-picows-stages"]
 ALL_TARGETS = ["direct", *BARE, "openopen8", "litellm"]
 LITELLM_SPEC = "litellm[proxy]"
 
@@ -200,15 +201,17 @@ def setup_bare(name: str, upstream: str, run_dir: Path, loop: str) -> Target:
     t = Target(name)
     t.info["loop"] = loop
     try:
+        env = {**os.environ,   # the stages variant imports this checkout's openopen8
+               "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         t.proc, port = start_ready([sys.executable, str(BENCH / "forwarders.py"), lib,
                                     "--upstream", upstream, "--loop", loop],
-                                   run_dir / f"{name}.log")
+                                   run_dir / f"{name}.log", env=env)
     except Exception as exc:  # noqa: BLE001
         t.error = str(exc)
         return t
     t.pid = t.proc.pid
     t.url = f"ws://127.0.0.1:{port}/v1/realtime?model={MODEL}"
-    t.info["library"] = " + ".join(f"{m} {_version(m)}" for m in lib.split("-"))
+    t.info["library"] = " + ".join(f"{m} {_version(m)}" for m in lib.split("-") if m != "stages")
     return t
 
 
