@@ -592,15 +592,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a.steps = [int(x) for x in a.steps.split(",")] if a.steps else (QUICK_STEPS if quick else DEFAULT_STEPS)
     if a.max_sessions:
         a.steps = [n for n in a.steps if n <= a.max_sessions] or [a.max_sessions]
-    a.duration = a.duration or (0.3 if quick else 4.0)
-    a.warmup = a.warmup if a.warmup is not None else (0.1 if quick else 1.0)
-    a.drain = 0.15 if quick else 1.0
-    a.flood_seconds = a.flood_seconds or (0.3 if quick else 3.0)
+    a.duration = a.duration or (0.25 if quick else 4.0)
+    a.warmup = a.warmup if a.warmup is not None else (0.05 if quick else 1.0)
+    a.drain = 0.1 if quick else 1.0
+    a.flood_seconds = a.flood_seconds or (0.2 if quick else 3.0)
     a.idle_sessions = a.idle_sessions or (40 if quick else 200)
     a.cpu_sessions = a.cpu_sessions or (4 if quick else 25)
     a.cpu_seconds = a.cpu_seconds or (0.4 if quick else 10.0)
     a.cpu_rounds = a.cpu_rounds or (1 if quick else 3)
-    a.settle = 0.2 if quick else 1.0
+    a.settle = 0.15 if quick else 1.0
     if quick and a.retries == 1:
         a.retries = 0
     names = a.targets.split(",") if a.targets else list(ALL_TARGETS)
