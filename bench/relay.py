@@ -62,7 +62,7 @@ QUICK_STEPS = [4, 8]
 BARE = ["bare-picows", "bare-aiohttp", "bare-websockets"]
 #: measured on request (--targets): aiohttp facing the client with picows
 #: upstream; picows at both ends running openopen8's stages in its callbacks
-HYBRID = ["bare-aiohttp-picows", "bare-picows-stages"]
+HYBRID = ["bare-aiohttp-picows", "proto-picows-stages"]
 ALL_TARGETS = ["direct", *BARE, "openopen8", "litellm"]
 LITELLM_SPEC = "litellm[proxy]"
 
