@@ -123,6 +123,24 @@ def _run(ev: Event, stages: Iterable[Any], attr: str, s: Session) -> list[Event]
     return pending
 
 
+def _pass(ev: Event, s: Session, hooks: tuple, stages: list[Any],
+          attr: str) -> Event | list[Event]:
+    """``ev`` through ``hooks`` (the bound ``attr`` hooks of ``stages``); the
+    single-event fast path builds no list."""
+    cur = ev
+    i = 0
+    for hook in hooks:
+        out = hook(cur, s)
+        i += 1
+        if out is not cur:
+            if out is None:
+                return []
+            if not isinstance(out, Event):
+                return [e for item in out for e in _run(item, stages[i:], attr, s)]
+            cur = out
+    return cur
+
+
 class Chain:
     """An ordered list of stages, applied client->upstream in order and
     upstream->client in reverse.
@@ -151,33 +169,11 @@ class Chain:
 
     def pass_client(self, ev: Event, s: Session) -> Event | list[Event]:
         """``ev`` through every stage's ``on_client``: one event, or a list."""
-        cur = ev
-        i = 0
-        for hook in self._up:
-            out = hook(cur, s)
-            i += 1
-            if out is not cur:
-                if out is None:
-                    return []
-                if not isinstance(out, Event):
-                    return [e for item in out for e in _run(item, self.stages[i:], "on_client", s)]
-                cur = out
-        return cur
+        return _pass(ev, s, self._up, self.stages, "on_client")
 
     def pass_server(self, ev: Event, s: Session) -> Event | list[Event]:
         """``ev`` through every stage's ``on_server``, nearest the upstream first."""
-        cur = ev
-        i = 0
-        for hook in self._down:
-            out = hook(cur, s)
-            i += 1
-            if out is not cur:
-                if out is None:
-                    return []
-                if not isinstance(out, Event):
-                    return [e for item in out for e in _run(item, self.reverse[i:], "on_server", s)]
-                cur = out
-        return cur
+        return _pass(ev, s, self._down, self.reverse, "on_server")
 
     def open(self, s: Session) -> None:
         for st in self.stages:
