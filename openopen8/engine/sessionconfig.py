@@ -108,6 +108,27 @@ def _max_tokens(value: Any, param: str) -> int | str:
     return value
 
 
+def _apply_common(src: dict, dst: dict, prefix: str) -> None:
+    """Validate the fields a session and a response.create share
+    (output_modalities, instructions, tools, tool_choice, max_output_tokens)
+    from ``src`` into ``dst``; error params are named under ``prefix``."""
+    if "output_modalities" in src:
+        dst["output_modalities"] = _modalities(src["output_modalities"],
+                                               f"{prefix}.output_modalities")
+    if "instructions" in src:
+        if not isinstance(src["instructions"], str):
+            raise ProtocolError("invalid_type", f"'{prefix}.instructions' must be a string.",
+                                f"{prefix}.instructions")
+        dst["instructions"] = src["instructions"]
+    if "tools" in src:
+        dst["tools"] = _tools(src["tools"], f"{prefix}.tools")
+    if "tool_choice" in src:
+        dst["tool_choice"] = _tool_choice(src["tool_choice"], f"{prefix}.tool_choice")
+    if "max_output_tokens" in src:
+        dst["max_output_tokens"] = _max_tokens(src["max_output_tokens"],
+                                               f"{prefix}.max_output_tokens")
+
+
 def _tools(value: Any, param: str) -> list[dict[str, Any]]:
     if not isinstance(value, list):
         raise ProtocolError("invalid_type", f"'{param}' must be an array.", param)
@@ -226,21 +247,7 @@ def apply_session_update(current: dict[str, Any], upd: Any,
                             "Invalid value for 'session.type': expected 'realtime'.",
                             "session.type")
     s = copy.deepcopy(current)
-    if "output_modalities" in upd:
-        s["output_modalities"] = _modalities(upd["output_modalities"],
-                                             "session.output_modalities")
-    if "instructions" in upd:
-        if not isinstance(upd["instructions"], str):
-            raise ProtocolError("invalid_type", "'session.instructions' must be a string.",
-                                "session.instructions")
-        s["instructions"] = upd["instructions"]
-    if "tools" in upd:
-        s["tools"] = _tools(upd["tools"], "session.tools")
-    if "tool_choice" in upd:
-        s["tool_choice"] = _tool_choice(upd["tool_choice"], "session.tool_choice")
-    if "max_output_tokens" in upd:
-        s["max_output_tokens"] = _max_tokens(upd["max_output_tokens"],
-                                             "session.max_output_tokens")
+    _apply_common(upd, s, "session")
     for passthrough in ("tracing", "truncation", "prompt", "include"):
         if passthrough in upd:
             s[passthrough] = upd[passthrough]
@@ -311,21 +318,7 @@ def response_params(session: dict[str, Any], req: Any) -> dict[str, Any]:
         "metadata": None,
         "input": None,
     }
-    if "output_modalities" in req:
-        p["output_modalities"] = _modalities(req["output_modalities"],
-                                             "response.output_modalities")
-    if "instructions" in req:
-        if not isinstance(req["instructions"], str):
-            raise ProtocolError("invalid_type", "'response.instructions' must be a string.",
-                                "response.instructions")
-        p["instructions"] = req["instructions"]
-    if "tools" in req:
-        p["tools"] = _tools(req["tools"], "response.tools")
-    if "tool_choice" in req:
-        p["tool_choice"] = _tool_choice(req["tool_choice"], "response.tool_choice")
-    if "max_output_tokens" in req:
-        p["max_output_tokens"] = _max_tokens(req["max_output_tokens"],
-                                             "response.max_output_tokens")
+    _apply_common(req, p, "response")
     out = (req.get("audio") or {}).get("output") if isinstance(req.get("audio"), dict) else None
     if isinstance(out, dict):
         if "format" in out:
