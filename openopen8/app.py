@@ -15,7 +15,9 @@ from .gateway import Gateway
 from .metrics import metrics_handler
 from .settings import Settings
 from .web import admin
-from .web.realtime import GATEWAY, realtime
+from .web.admin import GATEWAY
+from .web.front import FrontDoor
+from .web.realtime import realtime
 
 log = logging.getLogger("openopen8")
 
@@ -25,26 +27,83 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "sessions": len(gw.sessions)})
 
 
-def create_app(settings: Settings) -> web.Application:
-    app = web.Application(client_max_size=1024 * 1024)
+@web.middleware
+async def _one_request(request: web.Request, handler) -> web.StreamResponse:
+    """One request per connection on the aiohttp side: a client that keeps
+    the connection alive would otherwise send its next request -- perhaps a
+    Realtime upgrade -- past the front door, to aiohttp."""
+    try:
+        resp = await handler(request)
+    except web.HTTPException as exc:
+        exc.force_close()
+        raise
+    resp.force_close()
+    return resp
 
-    async def lifespan(app: web.Application) -> AsyncIterator[None]:
-        gw = await Gateway.start(settings)
-        app[GATEWAY] = gw
-        yield
-        await gw.close()
 
-    async def on_shutdown(app: web.Application) -> None:
-        await app[GATEWAY].shutdown()
-
-    app.cleanup_ctx.append(lifespan)
-    app.on_shutdown.append(on_shutdown)
-    for path in ("/v1/realtime", "/realtime", "/openai/v1/realtime"):
-        app.router.add_get(path, realtime)
+def create_app(gw: Gateway) -> web.Application:
+    """The plain HTTP side (health, metrics, admin API), served by aiohttp
+    behind the front door."""
+    app = web.Application(client_max_size=1024 * 1024, middlewares=[_one_request])
+    app[GATEWAY] = gw
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_handler)
     admin.add_routes(app)
     return app
+
+
+class Server:
+    """The gateway on one listening socket: the front door answers Realtime
+    requests (picows after the upgrade) and passes the rest to aiohttp."""
+
+    def __init__(self, gw: Gateway, runner: web.AppRunner, server: asyncio.Server,
+                 doors: set[asyncio.Task]) -> None:
+        self.gw = gw
+        self.runner = runner
+        self.server = server
+        self._doors = doors
+
+    @classmethod
+    async def start(cls, settings: Settings, host: str | None = None,
+                    port: int | None = None) -> "Server":
+        gw = await Gateway.start(settings)
+        try:
+            runner = web.AppRunner(create_app(gw), access_log=None, handle_signals=False,
+                                   shutdown_timeout=5)
+            await runner.setup()
+            http_protocol = runner.server
+            doors: set[asyncio.Task] = set()
+            heartbeat = settings.heartbeat or None
+
+            async def on_realtime(door: FrontDoor, head) -> None:
+                await realtime(gw, door, head)
+
+            loop = asyncio.get_running_loop()
+            server = await loop.create_server(
+                lambda: FrontDoor(on_realtime, http_protocol, doors, heartbeat),
+                settings.host if host is None else host,
+                settings.port if port is None else port,
+                ssl=ssl_context(settings), backlog=1024, reuse_address=True)
+        except BaseException:
+            await gw.close()
+            raise
+        return cls(gw, runner, server, doors)
+
+    @property
+    def port(self) -> int:
+        return self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Stop accepting, close running sessions with 1012, write the ledger
+        out, and close the rest."""
+        self.server.close()
+        await self.gw.shutdown()
+        for t in list(self._doors):
+            t.cancel()
+        if self._doors:
+            await asyncio.wait(list(self._doors), timeout=5)
+        await self.runner.cleanup()
+        await self.gw.close()
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -104,12 +163,8 @@ def raise_mmap_threshold() -> None:
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     """Run until SIGINT/SIGTERM; running sessions are closed with 1012."""
     raise_mmap_threshold()
-    app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context(settings))
-    await site.start()
-    gw = app[GATEWAY]
+    srv = await Server.start(settings)
+    gw = srv.gw
     scheme = "wss" if settings.tls_cert else "ws"
     channels = await gw.store.list_channels()
     log.info("openopen8 listening on %s://%s:%d/v1/realtime (database: %s)", scheme, settings.host,
@@ -144,4 +199,4 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         log.info("shutting down")
         if warming is not None:
             warming.cancel()
-        await runner.cleanup()
+        await srv.stop()

@@ -8,8 +8,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-import aiohttp
-
 from .auth import find_token, hash_secret
 from .billing import PriceTable
 from .crypto import SecretBox, server_secret
@@ -43,7 +41,6 @@ class Gateway:
     store: SqlStore
     box: SecretBox
     router: Router
-    http: aiohttp.ClientSession
     ledger: Ledger
     sessions: set[asyncio.Task] = field(default_factory=set)
     admission: list[Admission] = field(default_factory=list)
@@ -55,18 +52,14 @@ class Gateway:
         prices = PriceTable(settings.prices, settings.fallback_price)  # bad prices fail here
         store = await open_store(settings.db_url)
         box = SecretBox(server_secret(settings.secret_key, settings.data_dir))
-        # limit=0: an upgraded upstream WebSocket keeps its pool slot for the
-        # whole session, so the default pool (100) would cap the gateway at
-        # 100 concurrent sessions and stall the 101st until its connect timeout
-        http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-        router = Router(store, box, http, timeout=settings.connect_timeout,
+        router = Router(store, box, timeout=settings.connect_timeout,
                         refresh_seconds=settings.refresh_seconds,
                         local_factory=local_factory(settings))
         ledger = Ledger(store, prices, flush_seconds=settings.ledger_flush_seconds,
                         lease_seconds=settings.lease_seconds,
                         refresh_seconds=settings.balance_refresh_seconds)
         ledger.start()
-        return cls(settings=settings, store=store, box=box, router=router, http=http,
+        return cls(settings=settings, store=store, box=box, router=router,
                    ledger=ledger)
 
     async def authenticate(self, headers, query) -> TokenRecord:
@@ -99,5 +92,4 @@ class Gateway:
 
     async def close(self) -> None:
         await self.ledger.stop()
-        await self.http.close()
         await self.store.close()

@@ -11,12 +11,10 @@ from typing import Any, AsyncIterator
 
 import asyncpg
 import pytest
-from aiohttp import web
 
 from openopen8 import ops
-from openopen8.app import create_app, ssl_context
+from openopen8.app import Server
 from openopen8.settings import load_settings
-from openopen8.web.realtime import GATEWAY
 
 PG_ADMIN = os.environ.get("OPENOPEN8_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -60,12 +58,11 @@ class RunningGateway:
     url: str          # ws://127.0.0.1:PORT/v1/realtime
     http: str         # http://127.0.0.1:PORT
     base_url: str     # http://127.0.0.1:PORT/v1  (the openai SDK's base_url)
-    app: web.Application
-    runner: web.AppRunner
+    server: Server
 
     @property
     def gw(self) -> Any:
-        return self.app[GATEWAY]
+        return self.server.gw
 
     async def token(self, name: str | None = None, models: list[str] | None = None,
                     expires: str | None = None) -> str:
@@ -85,7 +82,7 @@ class RunningGateway:
         return ch
 
     async def stop(self) -> None:
-        await self.runner.cleanup()
+        await self.server.stop()
 
 
 async def start_gateway(tmp_path: Path, **settings: Any) -> RunningGateway:
@@ -93,17 +90,13 @@ async def start_gateway(tmp_path: Path, **settings: Any) -> RunningGateway:
     settings.setdefault("local_engine", False)
     settings.setdefault("refresh_seconds", 0.2)
     s = load_settings(**settings)
-    app = create_app(s)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
-    await runner.setup()
-    tls = ssl_context(s)
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
-    await site.start()
-    port = runner.addresses[0][1]
+    server = await Server.start(s, "127.0.0.1", 0)
+    tls = s.tls_cert
+    port = server.port
     http = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     ws = "wss" if tls else "ws"
     return RunningGateway(url=f"{ws}://127.0.0.1:{port}/v1/realtime", http=http,
-                          base_url=f"{http}/v1", app=app, runner=runner)
+                          base_url=f"{http}/v1", server=server)
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-import aiohttp
-
 from ..relay.endpoint import Endpoint
 from .base import ConnectRequest
 from .ws import open_ws
@@ -25,10 +23,9 @@ def azure_url(endpoint: str, deployment: str, api_version: str | None) -> str:
 
 
 class AzureProvider:
-    def __init__(self, http: aiohttp.ClientSession, endpoint: str, key: str,
+    def __init__(self, endpoint: str, key: str,
                  deployments: dict[str, str], api_version: str | None = None,
                  timeout: float = 10.0) -> None:
-        self.http = http
         self.endpoint = endpoint
         self._key = key
         self.deployments = deployments
@@ -39,4 +36,4 @@ class AzureProvider:
     async def connect(self, req: ConnectRequest) -> Endpoint:
         deployment = self.deployments.get(req.model, req.model)
         url = azure_url(self.endpoint, deployment, self.api_version)
-        return await open_ws(self.http, url, {"api-key": self._key}, self.timeout)
+        return await open_ws(url, {"api-key": self._key}, self.timeout)

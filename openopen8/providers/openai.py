@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from urllib.parse import urlencode, urlsplit, urlunsplit, parse_qsl
 
-import aiohttp
-
 from ..relay.endpoint import Endpoint
 from .base import ConnectRequest
 from .ws import open_ws
@@ -26,9 +24,8 @@ def realtime_url(base_url: str, model: str) -> str:
 class OpenAIProvider:
     dialect = "ga"
 
-    def __init__(self, http: aiohttp.ClientSession, base_url: str, key: str,
+    def __init__(self, base_url: str, key: str,
                  timeout: float = 10.0) -> None:
-        self.http = http
         self.base_url = base_url or DEFAULT_BASE_URL
         self._key = key
         self.timeout = timeout
@@ -36,4 +33,4 @@ class OpenAIProvider:
     async def connect(self, req: ConnectRequest) -> Endpoint:
         # GA only: never the OpenAI-Beta header (OpenAI closes 4000 on it)
         headers = {"Authorization": f"Bearer {self._key}"}
-        return await open_ws(self.http, realtime_url(self.base_url, req.model), headers, self.timeout)
+        return await open_ws(realtime_url(self.base_url, req.model), headers, self.timeout)

@@ -14,7 +14,6 @@ import random
 import time
 from typing import Any, Callable
 
-import aiohttp
 
 from ..crypto import SecretBox
 from ..metrics import UPSTREAM_FAILURES
@@ -45,12 +44,11 @@ def weighted_order(chs: list[ChannelRecord], rnd: random.Random | None = None) -
 
 
 class Router:
-    def __init__(self, store: Any, box: SecretBox, http: aiohttp.ClientSession, *,
+    def __init__(self, store: Any, box: SecretBox, *,
                  timeout: float = 10.0, refresh_seconds: float = 2.0,
                  local_factory: Callable[[], Provider] | None = None) -> None:
         self.store = store
         self.box = box
-        self.http = http
         self.timeout = timeout
         self.refresh_seconds = refresh_seconds
         self.local_factory = local_factory
@@ -109,10 +107,10 @@ class Router:
         key = self.box.open(ch.key_encrypted)
         if ch.type == "openai":
             from .openai import OpenAIProvider
-            return OpenAIProvider(self.http, ch.base_url, key, timeout=self.timeout)
+            return OpenAIProvider(ch.base_url, key, timeout=self.timeout)
         if ch.type == "azure":
             from .azure import AzureProvider
-            return AzureProvider(self.http, ch.base_url, key, ch.deployments,
+            return AzureProvider(ch.base_url, key, ch.deployments,
                                  ch.api_version, timeout=self.timeout)
         raise UpstreamError("protocol", f"unknown channel type {ch.type!r}")
 

@@ -1,25 +1,38 @@
-"""Opening an upstream Realtime WebSocket, with OpenAI's failure shapes
-turned into :class:`UpstreamError` classes.
+"""Opening an upstream Realtime WebSocket (picows), with OpenAI's failure
+shapes turned into :class:`UpstreamError` classes.
 
 OpenAI upgrades every request (even with a bad key) and reports the failure
 as the first frame -- an ``error`` -- followed at once by close 3000 (auth)
 or 4000 (request shape).  So a handshake is only good once the first frame
-is in and is not such an error; that frame is pushed back for the relay.
+is in and is not such an error; that frame stays queued for the relay.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import ssl
 
-import aiohttp
-from aiohttp import WSMsgType
+from picows import WSError, WSHandshakeError, ws_connect
 
-from ..events import Event
 from ..relay.endpoint import MAX_FRAME, WsEndpoint
 from .base import UpstreamError
 
 #: how long to wait for the close that follows a first-frame ``error``
 _ERROR_CLOSE_GRACE = 1.0
+
+#: picows logs every connection at INFO; the gateway logs sessions itself
+_LOG = logging.getLogger("openopen8.upstream.ws")
+_LOG.setLevel(logging.WARNING)
+
+_TLS: ssl.SSLContext | None = None
+
+
+def _tls() -> ssl.SSLContext:
+    global _TLS
+    if _TLS is None:  # one context: loading the CA store costs ~10 ms
+        _TLS = ssl.create_default_context()
+    return _TLS
 
 
 def _kind_for_close(code: int | None) -> str:
@@ -38,52 +51,46 @@ def _kind_for_status(status: int) -> str:
     return "rejected"
 
 
-async def open_ws(http: aiohttp.ClientSession, url: str, headers: dict[str, str],
-                  timeout: float) -> WsEndpoint:
-    ws = None
+async def open_ws(url: str, headers: dict[str, str], timeout: float) -> WsEndpoint:
+    ep: WsEndpoint | None = None
     try:
         async with asyncio.timeout(timeout):
-            ws = await http.ws_connect(
-                url, headers=headers, max_msg_size=MAX_FRAME, autoping=True,
-                heartbeat=None, compress=0, autoclose=True,
-                timeout=aiohttp.ClientWSTimeout(ws_close=5.0))
-            ep = WsEndpoint(ws)
-            msg = await ws.receive()
+            _, ep = await ws_connect(
+                WsEndpoint, url, extra_headers=headers, max_frame_size=MAX_FRAME,
+                websocket_handshake_timeout=timeout, logger_name=_LOG, max_redirects=0,
+                ssl_context=_tls() if url.startswith("wss:") else None)
+            first = await ep.wait_early(1)
+            if first is not None and first.type == "error":
+                # OpenAI's "101, error, close": wait briefly for the close
+                try:
+                    async with asyncio.timeout(_ERROR_CLOSE_GRACE):
+                        await ep.wait_early(2)
+                except TimeoutError:
+                    pass
     except TimeoutError:
-        if ws is not None:
-            await ws.close()
+        if ep is not None:
+            await ep.close(1000)
         raise UpstreamError("timeout", f"no answer from the upstream within {timeout:g} s") from None
-    except aiohttp.WSServerHandshakeError as exc:
-        raise UpstreamError(_kind_for_status(exc.status),
-                            f"upstream refused the handshake with HTTP {exc.status}",
-                            status=exc.status) from None
-    except (aiohttp.ClientConnectorError, aiohttp.ClientOSError, OSError) as exc:
+    except WSHandshakeError as exc:
+        status = getattr(getattr(exc, "response", None), "status", None)
+        if status is None:
+            raise UpstreamError("protocol", "upstream handshake failed (not a WebSocket "
+                                "upgrade)") from None
+        status = int(status)
+        raise UpstreamError(_kind_for_status(status),
+                            f"upstream refused the handshake with HTTP {status}",
+                            status=status) from None
+    except (OSError, ssl.SSLError) as exc:
         raise UpstreamError("unreachable", f"cannot reach the upstream ({type(exc).__name__})") from None
-    except aiohttp.ClientError as exc:
+    except WSError as exc:
         raise UpstreamError("protocol", f"upstream handshake failed ({type(exc).__name__})") from None
 
-    if msg.type is WSMsgType.TEXT:
-        first = Event(msg.data)
-        if first.type == "error":
-            try:
-                nxt = await asyncio.wait_for(ws.receive(), _ERROR_CLOSE_GRACE)
-            except TimeoutError:
-                nxt = None
-            if nxt is not None and nxt.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING):
-                code = ws.close_code if nxt.type is not WSMsgType.CLOSE else nxt.data
-                await ws.close()
-                err = first.data.get("error") or {}
-                label = err.get("code") or err.get("type") or "error"
-                raise UpstreamError(_kind_for_close(code),
-                                    f"upstream closed the session at once ({code}, {label})")
-            ep.push_back(first)
-            if nxt is not None and nxt.type is WSMsgType.TEXT:
-                ep.push_back(Event(nxt.data))
-            return ep
-        ep.push_back(first)
-        return ep
-    if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING):
-        code = msg.data if msg.type is WSMsgType.CLOSE else ws.close_code
-        raise UpstreamError(_kind_for_close(code), f"upstream closed the session at once ({code})")
-    await ws.close()
-    raise UpstreamError("protocol", "upstream did not start a Realtime session")
+    if first is None or (first.type == "error" and ep.closed):
+        code = ep.close_code
+        label = ""
+        if first is not None:
+            err = first.data.get("error") or {}
+            label = f", {err.get('code') or err.get('type') or 'error'}"
+        await ep.close(1000)
+        raise UpstreamError(_kind_for_close(code), f"upstream closed the session at once ({code}{label})")
+    return ep

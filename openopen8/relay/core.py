@@ -1,9 +1,10 @@
-"""The relay: one pump per direction between two endpoints.
+"""The relay: events pushed from one endpoint, through the stage chain, to the other.
 
-It knows nothing about event types.  Each pump reads an event, runs it
-through the stage chain and writes what comes out; anything the stages asked
-for (replies, injected events, a close) is carried out right after.  The
-first side to finish ends the session, and close codes are mapped once, here.
+It knows nothing about event types.  Each endpoint calls back with what it
+read; the event runs through the chain and what comes out is sent at once;
+anything the stages asked for (replies, injected events, a close) is carried
+out right after.  The first side to finish ends the session, and close codes
+are mapped once, here.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import time
 from dataclasses import dataclass
 
 from ..events import Event, error_event
-from .endpoint import Endpoint
+from .endpoint import Endpoint, as_endpoint
 from .stage import Chain, Session
 
 log = logging.getLogger("openopen8.relay")
+_mono = time.monotonic
 
 # Close codes with meaning (RFC 6455 + OpenAI's own)
 NORMAL = 1000
@@ -51,142 +53,200 @@ class Outcome:
     reason: str
 
 
-class _Stop(Exception):
-    def __init__(self, who: str) -> None:
-        self.who = who
-
-
 class Relay:
+    """One session between two endpoints.
+
+    Events are pushed by the endpoints' read callbacks and leave through the
+    other endpoint's ``send`` in the same call: the hot path is one function
+    per direction, synchronous, with nothing queued on the way.  A full
+    write buffer on one side pauses reading on the other (back-pressure
+    reaches the peer through TCP).  The first side to end decides the
+    outcome; :meth:`run` then closes both with codes that mean something to
+    each."""
+
     def __init__(self, client: Endpoint, upstream: Endpoint, chain: Chain, session: Session,
                  tick_seconds: float = 1.0, settle_seconds: float = 2.0) -> None:
-        self.client = client
-        self.upstream = upstream
+        self.client = as_endpoint(client)
+        self.upstream = as_endpoint(upstream)
         self.chain = chain
         self.s = session
         self.tick_seconds = tick_seconds
         self.settle_seconds = settle_seconds
+        self._end: asyncio.Future[str] | None = None
+        self._ending = False
+        self._client_gone = False
+        self._upstream_gone = False
+        self._settled: asyncio.Future[None] | None = None
+        self._tick_handle: asyncio.TimerHandle | None = None
 
-    async def _flush(self) -> None:
+    # ----------------------------------------------------------- hot path
+
+    def _from_client(self, ev: Event) -> None:
+        if self._ending:
+            return
+        s = self.s
+        s.events_in += 1
+        raw = ev.raw
+        if raw is not None:
+            s.bytes_in += len(raw)
+        s.last_client_activity = _mono()
+        try:
+            out = self._pass_client(ev, s)
+            if out.__class__ is list:
+                for e in out:  # type: ignore[union-attr]
+                    self._send_up(e)
+            else:
+                self._send_up(out)
+            if s.to_client or s.to_upstream or s.close_request:
+                self._act()
+        except Exception:  # noqa: BLE001 - a bug in a stage must not leak the sockets
+            log.exception("relay %s failed on a client event", s.id)
+            self._stop("error")
+
+    def _from_upstream(self, ev: Event) -> None:
+        s = self.s
+        if self._ending:
+            self._after_end(ev)
+            return
+        s.events_out += 1
+        # an in-process upstream hands over dicts: its text is made here
+        # once and reused when the event is sent on
+        raw = ev.raw
+        s.bytes_out += len(raw if raw is not None else ev.text)
+        try:
+            out = self._pass_server(ev, s)
+            if out.__class__ is list:
+                for e in out:  # type: ignore[union-attr]
+                    self._send_client(e)
+            else:
+                self._send_client(out)
+            if s.to_client or s.to_upstream or s.close_request:
+                self._act()
+        except Exception:  # noqa: BLE001
+            log.exception("relay %s failed on an upstream event", s.id)
+            self._stop("error")
+
+    def _act(self) -> None:
+        """Carry out what the stages asked for."""
         s = self.s
         if s.to_upstream:
             out, s.to_upstream = s.to_upstream, []
             for e in out:
-                await self._send_up(e)
+                self._send_up(e)
         if s.to_client:
             out, s.to_client = s.to_client, []
             for e in out:
-                await self._send_client(e)
+                self._send_client(e)
         if s.close_request is not None:
-            raise _Stop("gateway")
+            self._stop("gateway")
 
-    async def _send_up(self, e: Event) -> None:
+    def _after_end(self, ev: Event) -> None:
+        """An upstream event after the session ended for the client: the
+        stages still see it (a response in flight is still billed); its
+        output goes nowhere."""
+        s = self.s
         try:
-            await self.upstream.send(e)
-        except ConnectionError:
-            raise _Stop("upstream") from None
+            self.chain.server(ev, s)
+            if s.to_upstream:
+                out, s.to_upstream = s.to_upstream, []
+                for e in out:
+                    self._send_up(e)
+            if self._client_gone:
+                s.to_client.clear()
+            self._maybe_settled()
+        except Exception:  # noqa: BLE001
+            log.exception("settling session %s failed", s.id)
+            self._upstream_gone = True
+            self._maybe_settled()
 
-    async def _send_client(self, e: Event) -> None:
+    # ------------------------------------------------ endpoint callbacks
+
+    def _client_closed(self) -> None:
+        self._stop("client")
+
+    def _upstream_closed(self) -> None:
+        self._upstream_gone = True
+        if self._ending:
+            self._maybe_settled()
+        else:
+            self._stop("upstream")
+
+    def _client_writable(self, ok: bool) -> None:
+        if self._ending:
+            return
+        if ok:
+            self.upstream.resume_reading()
+        else:
+            self.upstream.pause_reading()
+
+    def _upstream_writable(self, ok: bool) -> None:
+        if ok:
+            self.client.resume_reading()
+        else:
+            self.client.pause_reading()
+
+    def _stop(self, who: str) -> None:
+        if not self._ending:
+            self._ending = True
+            self.upstream.resume_reading()
+            end = self._end
+            if end is not None and not end.done():
+                end.set_result(who)
+
+    def _maybe_settled(self) -> None:
+        f = self._settled
+        if f is not None and not f.done() and (self._upstream_gone or not self.chain.awaiting(self.s)):
+            f.set_result(None)
+
+    def _tick(self) -> None:
+        if self._ending:
+            return
+        s = self.s
         try:
-            await self.client.send(e)
-        except ConnectionError:
-            raise _Stop("client") from None
-
-    async def _client_pump(self) -> str:
-        # the hot loop: names bound once, one event through the chain without
-        # a list, sent without another coroutine layer
-        s, recv, send = self.s, self.client.recv, self.upstream.send
-        through = self.chain.pass_client
-        mono = time.monotonic
-        while True:
-            ev = await recv()
-            if ev is None:
-                return "client"
-            s.events_in += 1
-            raw = ev.raw
-            if raw is not None:
-                s.bytes_in += len(raw)
-            s.last_client_activity = mono()
-            out = through(ev, s)
-            try:
-                if out.__class__ is list:
-                    for e in out:  # type: ignore[union-attr]
-                        await send(e)
-                else:
-                    await send(out)
-            except ConnectionError:
-                return "upstream"
+            self.chain.tick(_mono(), s)
             if s.to_client or s.to_upstream or s.close_request:
-                try:
-                    await self._flush()
-                except _Stop as stop:
-                    return stop.who
+                self._act()
+        except Exception:  # noqa: BLE001
+            log.exception("relay %s failed on a tick", s.id)
+            self._stop("error")
+            return
+        self._schedule_tick()
 
-    async def _server_pump(self) -> str:
-        s, recv, send = self.s, self.upstream.recv, self.client.send
-        through = self.chain.pass_server
-        while True:
-            ev = await recv()
-            if ev is None:
-                return "upstream"
-            s.events_out += 1
-            # an in-process upstream hands over dicts: its text is made
-            # here once and reused when the event is sent on
-            raw = ev.raw
-            s.bytes_out += len(raw if raw is not None else ev.text)
-            out = through(ev, s)
-            try:
-                if out.__class__ is list:
-                    for e in out:  # type: ignore[union-attr]
-                        await send(e)
-                else:
-                    await send(out)
-            except ConnectionError:
-                return "client"
-            if s.to_client or s.to_upstream or s.close_request:
-                try:
-                    await self._flush()
-                except _Stop as stop:
-                    return stop.who
+    def _schedule_tick(self) -> None:
+        # on the loop clock's multiples of the tick: every session's tick falls
+        # in one loop iteration, so N sessions cost one wake-up a tick, not N
+        loop, tick = asyncio.get_running_loop(), self.tick_seconds
+        now = loop.time()
+        self._tick_handle = loop.call_at(now - now % tick + tick, self._tick)
 
-    async def _ticker(self) -> str:
-        s, tick = self.s, self.tick_seconds
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                # on the loop clock's multiples of the tick: every session's
-                # tick falls in one loop iteration, so N sessions cost one
-                # wake-up a tick instead of N (~150 us each on a quiet core)
-                await asyncio.sleep(tick - loop.time() % tick)
-                self.chain.tick(time.monotonic(), s)
-                if s.to_client or s.to_upstream or s.close_request:
-                    await self._flush()
-        except _Stop as stop:
-            return stop.who
+    # --------------------------------------------------------- lifecycle
 
     async def run(self) -> Outcome:
         s = self.s
-        self.chain.open(s)
-        tasks = [asyncio.ensure_future(self._client_pump()),
-                 asyncio.ensure_future(self._server_pump())]
-        if self.chain.tickers:
-            tasks.append(asyncio.ensure_future(self._ticker()))
+        self._end = end = asyncio.get_running_loop().create_future()
+        self._send_up = self.upstream.send
+        self._send_client = self.client.send
+        self._pass_client = self.chain.pass_client
+        self._pass_server = self.chain.pass_server
         try:
-            try:
-                if s.to_client or s.to_upstream or s.close_request:
-                    await self._flush()
-                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                who = next(iter(done)).result()
-            except _Stop as stop:
-                who = stop.who
-            except asyncio.CancelledError:
-                who = "shutdown"
-            except Exception:  # noqa: BLE001 - a bug in a stage must not leak the sockets
-                log.exception("relay %s failed", s.id)
-                who = "error"
+            self.chain.open(s)
+            self._act()
+            self.upstream.attach(self._from_upstream, self._upstream_closed,
+                                 self._upstream_writable)
+            self.client.attach(self._from_client, self._client_closed, self._client_writable)
+            if self.chain.tickers and not self._ending:
+                self._schedule_tick()
+        except Exception:  # noqa: BLE001
+            log.exception("relay %s failed to start", s.id)
+            self._stop("error")
+        try:
+            who = await end
+        except asyncio.CancelledError:
+            self._stop("shutdown")
+            who = "shutdown"
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            if self._tick_handle is not None:
+                self._tick_handle.cancel()
         outcome = await self._finish(who)
         s.closed_by = outcome.closed_by
         s.close_code = outcome.client_code
@@ -209,7 +269,7 @@ class Relay:
             mapped = _upstream_code_for_client(up_code)
             if mapped is None:
                 reason = f"upstream closed the connection unexpectedly (code {up_code})"
-                await self._try_send(error_event(
+                self.client.send(error_event(
                     "The upstream channel closed the connection unexpectedly "
                     f"(code {up_code}).", type="server_error", code="upstream_closed"))
                 await client.close(BAD_GATEWAY, "upstream failure")
@@ -220,9 +280,9 @@ class Relay:
             code, reason = s.close_request or (POLICY, "")
             # anything the stage queued before asking to close still goes out
             for e in s.to_upstream:
-                await self._try_send_up(e)
+                self.upstream.send(e)
             for e in s.to_client:
-                await self._try_send(e)
+                self.client.send(e)
             s.to_upstream.clear()
             s.to_client.clear()
             await client.close(code, reason)
@@ -230,15 +290,15 @@ class Relay:
             await upstream.close(NORMAL)
             return Outcome("gateway", code, reason)
         if who == "shutdown":
-            await self._try_send(error_event(
+            self.client.send(error_event(
                 "The gateway is restarting; reconnect to start a new session.",
                 type="server_error", code="server_shutting_down"))
             await client.close(RESTART, "gateway shutting down")
             await self._settle()
             await upstream.close(NORMAL)
             return Outcome("shutdown", RESTART, "gateway shutting down")
-        await self._try_send(error_event("Internal gateway error.", type="server_error",
-                                         code="internal_error"))
+        self.client.send(error_event("Internal gateway error.", type="server_error",
+                                     code="internal_error"))
         await upstream.close(NORMAL)
         await client.close(INTERNAL, "internal error")
         return Outcome("error", INTERNAL, "internal error")
@@ -248,38 +308,21 @@ class Relay:
         through what they still wait for -- a response in flight, whose usage
         the upstream bills -- for at most ``settle_seconds``.  Events read
         here reach no client."""
-        s, chain, upstream = self.s, self.chain, self.upstream
+        s, chain = self.s, self.chain
         try:
             chain.client_gone(s)
+            self._client_gone = True
             s.to_client.clear()
-            if not (s.to_upstream or chain.awaiting(s)):
-                return
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.settle_seconds
-            while True:
+            if s.to_upstream:
                 out, s.to_upstream = s.to_upstream, []
                 for e in out:
-                    await asyncio.wait_for(upstream.send(e), max(0.0, deadline - loop.time()))
-                if not chain.awaiting(s):
-                    return
-                ev = await asyncio.wait_for(upstream.recv(), max(0.0, deadline - loop.time()))
-                if ev is None:
-                    return
-                chain.server(ev, s)
-                s.to_client.clear()
-        except (TimeoutError, ConnectionError):
+                    self.upstream.send(e)
+            if self._upstream_gone or not chain.awaiting(s):
+                return
+            self._settled = asyncio.get_running_loop().create_future()
+            self.upstream.resume_reading()
+            await asyncio.wait_for(self._settled, self.settle_seconds)
+        except TimeoutError:
             pass
         except Exception:  # noqa: BLE001 - a stage bug must not keep the upstream open
             log.exception("settling session %s failed", s.id)
-
-    async def _try_send(self, ev: Event) -> None:
-        try:
-            await asyncio.wait_for(self.client.send(ev), 2)
-        except Exception:  # noqa: BLE001
-            pass
-
-    async def _try_send_up(self, ev: Event) -> None:
-        try:
-            await asyncio.wait_for(self.upstream.send(ev), 2)
-        except Exception:  # noqa: BLE001
-            pass

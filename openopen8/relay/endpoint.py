@@ -1,102 +1,338 @@
 """Endpoints: the two ends of a relay.
 
-An endpoint is anything with ``recv()``, ``send(event)`` and
-``close(code, reason)``.  The client socket and an OpenAI/Azure upstream are
-WebSockets (:class:`WsEndpoint`); the local engine is an in-process endpoint
-that speaks the same events, so the relay cannot tell them apart.
+An endpoint delivers what it reads by calling back and sends without
+waiting, so a frame crosses the gateway inside one read callback: no task,
+no queue, no coroutine switch per event.  The relay ``attach``-es three
+callbacks -- ``on_event(ev)``, ``on_closed()`` and ``on_writable(ok)`` (the
+write buffer crossed its high / low water mark) -- and answers a full buffer
+on one side by pausing reads on the other.
+
+:class:`WsEndpoint` is a WebSocket on picows (the client's socket and the
+OpenAI/Azure upstream alike).  An object with coroutine ``recv()`` /
+``send()`` -- the local engine, in-memory test doubles -- becomes an endpoint
+through :class:`PumpEndpoint` (``as_endpoint`` does that when needed), so the
+relay cannot tell them apart.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import asyncio
+import collections
+from typing import Any, Callable, Protocol
 
-import aiohttp
-from aiohttp import WSMsgType
+from picows import WSListener, WSMsgType
 
 from ..events import Event
 
 #: OpenAI accepts 15 MiB appends; leave headroom for the JSON around them.
 MAX_FRAME = 16 * 1024 * 1024
 
+#: how long ``close()`` waits for the peer to answer a close frame
+CLOSE_WAIT = 2.0
+
+_TEXT = WSMsgType.TEXT
+_BINARY = WSMsgType.BINARY
+_CONT = WSMsgType.CONTINUATION
+_CLOSE = WSMsgType.CLOSE
+
+
+def _nothing(*_: Any) -> None:
+    return None
+
 
 class Endpoint(Protocol):
-    #: set once ``recv()`` returned None
+    #: set once the peer closed (or the endpoint was closed)
     close_code: int | None
     close_reason: str
 
-    async def recv(self) -> Event | None:
-        """The next event, or None once the peer has closed."""
+    def attach(self, on_event: Callable[[Event], None], on_closed: Callable[[], None],
+               on_writable: Callable[[bool], None]) -> None:
+        """Start delivering: events read before this come first, in order."""
 
-    async def send(self, ev: Event) -> None:
-        """Send one event; raises ``ConnectionError`` if the peer is gone."""
+    def send(self, ev: Event) -> None:
+        """Queue one event for the peer without waiting (dropped once closed)."""
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close (idempotent)."""
 
 
-class WsEndpoint:
-    """An aiohttp WebSocket (server- or client-side) as an endpoint.
+class WsEndpoint(WSListener):
+    """A picows WebSocket, either side, as an endpoint.
 
-    aiohttp answers pings itself, pauses the TCP reader when its frame queue
-    is full and makes ``send_str`` wait for the socket to drain, so a peer
-    that stops reading slows the other pump instead of growing memory.
-    """
+    Text frames become :class:`Event` objects (a fragmented message is
+    joined first); binary frames become events marked ``invalid``; pings are
+    answered by picows.  Frames that arrive before :meth:`attach` wait in a
+    list, and :meth:`first` lets the upstream handshake look at the first
+    one."""
 
-    __slots__ = ("ws", "close_code", "close_reason", "_pushed")
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse | "aiohttp.web.WebSocketResponse") -> None:
-        self.ws = ws
+    def __init__(self) -> None:
+        self.t: Any = None
         self.close_code: int | None = None
         self.close_reason = ""
-        self._pushed: list[Event] = []
+        self._send: Callable[..., None] = _nothing
+        self._on_event: Callable[[Event], None] = self._stash
+        self._on_closed: Callable[[], None] = _nothing
+        self._on_writable: Callable[[bool], None] = _nothing
+        self._early: list[Event] = []
+        self._first: asyncio.Future[None] | None = None
+        self._frag: list[bytes] | None = None
+        self._frag_type: Any = None
+        self._frag_size = 0
+        self._closed = False          # close seen or sent: the relay was told
+        self._peer_close = False      # the peer's close frame arrived
+        self._paused = False
 
-    def push_back(self, ev: Event) -> None:
-        """Return an already-read event so the next ``recv()`` yields it."""
-        self._pushed.append(ev)
+    # ---------------------------------------------------------- picows side
 
-    async def recv(self) -> Event | None:
-        if self._pushed:
-            return self._pushed.pop(0)
-        ws = self.ws
-        while True:
-            msg = await ws.receive()
-            t = msg.type
-            if t is WSMsgType.TEXT:
-                return Event(msg.data)
-            if t is WSMsgType.BINARY:
-                ev = Event()
-                ev.invalid = "binary"
-                return ev
-            if t in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
-                self._closed(msg)
-                return None
-            if t is WSMsgType.ERROR:
-                if self.close_code is None:
-                    self.close_code = 1006 if not isinstance(msg.data, aiohttp.WSMessageTooBig) else 1009
-                    self.close_reason = str(msg.data)[:120]
-                return None
-            # PING/PONG are handled by aiohttp (autoping); anything else: skip
+    def on_ws_connected(self, transport: Any) -> None:
+        self.t = transport
+        self._send = transport.send
 
-    def _closed(self, msg: aiohttp.WSMessage) -> None:
-        if self.close_code is not None:
+    def on_ws_frame(self, transport: Any, frame: Any) -> None:
+        mt = frame.msg_type
+        if mt == _TEXT and frame.fin and self._frag is None:
+            try:
+                text = frame.get_payload_as_utf8_text()
+            except UnicodeDecodeError:
+                self._fail(1007, "invalid UTF-8 in a text frame")
+                return
+            self._on_event(Event(text))
+        elif mt == _CLOSE:
+            code = int(frame.get_close_code()) or 1005
+            try:
+                reason = frame.get_close_reason()
+            except UnicodeDecodeError:
+                reason = ""
+            self._peer_close = True
+            if self.close_code is None:
+                self.close_code, self.close_reason = code, reason
+            if not transport.is_close_frame_sent:
+                transport.send_close(code if code != 1005 else 1000)
+            transport.disconnect()
+            self._ended()
+        elif mt == _TEXT or mt == _BINARY or mt == _CONT:
+            self._fragment(mt, frame)
+        # PING is answered by picows (auto-pong); PONG needs nothing
+
+    def _fragment(self, mt: Any, frame: Any) -> None:
+        if mt == _CONT:
+            if self._frag is None:
+                self._fail(1002, "continuation frame without a message")
+                return
+        else:
+            if self._frag is not None:
+                self._fail(1002, "new message before the last one ended")
+                return
+            self._frag, self._frag_type, self._frag_size = [], mt, 0
+        self._frag_size += frame.payload_size
+        if self._frag_size > MAX_FRAME:
+            self._fail(1009, "message too big")
             return
-        code = self.ws.close_code
-        if msg.type is WSMsgType.CLOSE:
-            code = msg.data
-            self.close_reason = msg.extra or ""
-        self.close_code = code if code is not None else 1006
+        self._frag.append(frame.get_payload_as_bytes())
+        if not frame.fin:
+            return
+        payload, kind = b"".join(self._frag), self._frag_type
+        self._frag = None
+        if kind == _TEXT:
+            try:
+                text = payload.decode()
+            except UnicodeDecodeError:
+                self._fail(1007, "invalid UTF-8 in a text frame")
+                return
+            self._on_event(Event(text))
+        else:
+            ev = Event()
+            ev.invalid = "binary"
+            self._on_event(ev)
 
-    async def send(self, ev: Event) -> None:
-        try:
-            await self.ws.send_str(ev.text)
-        except (ConnectionError, RuntimeError) as exc:  # closing transport
-            raise ConnectionError(str(exc)) from exc
+    def on_ws_disconnected(self, transport: Any) -> None:
+        if self.close_code is None:
+            self.close_code, self.close_reason = 1006, "connection lost"
+        self._ended()
+
+    def pause_writing(self) -> None:
+        self._on_writable(False)
+
+    def resume_writing(self) -> None:
+        self._on_writable(True)
+
+    def _fail(self, code: int, reason: str) -> None:
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+        t = self.t
+        if not t.is_close_frame_sent:
+            t.send_close(code, reason.encode())
+        t.disconnect()
+        self._ended()
+
+    def _ended(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._send = _nothing
+            fut = self._first
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+            self._on_closed()
+
+    def _stash(self, ev: Event) -> None:
+        self._early.append(ev)
+        fut = self._first
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    # ----------------------------------------------------------- relay side
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def wait_early(self, n: int) -> Event | None:
+        """Wait until ``n`` events were read before :meth:`attach` (they stay
+        queued for the relay) or the peer closed; the first event, if any."""
+        while len(self._early) < n and not self._closed:
+            self._first = asyncio.get_running_loop().create_future()
+            await self._first
+        return self._early[0] if self._early else None
+
+    def attach(self, on_event: Callable[[Event], None], on_closed: Callable[[], None],
+               on_writable: Callable[[bool], None]) -> None:
+        early, self._early = self._early, []
+        self._on_writable = on_writable
+        self._on_closed = on_closed
+        for ev in early:
+            on_event(ev)
+        self._on_event = on_event
+        if self._closed:
+            on_closed()
+
+    def send(self, ev: Event) -> None:
+        self._send(_TEXT, ev.text)
+
+    def pause_reading(self) -> None:
+        if not self._paused and self.t is not None and not self._closed:
+            self._paused = True
+            self.t.underlying_transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._paused:
+            self._paused = False
+            if not self._closed:
+                self.t.underlying_transport.resume_reading()
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         if self.close_code is None:
-            self.close_code = code
-            self.close_reason = reason
-        try:
-            await self.ws.close(code=code, message=reason.encode()[:120])
-        except Exception:  # noqa: BLE001 - the peer may already be gone
-            pass
+            self.close_code, self.close_reason = code, reason
+        t = self.t
+        if t is None or t.is_disconnected:
+            self._ended()
+            return
+        if not t.is_close_frame_sent:
+            t.send_close(code, reason.encode()[:120])
+        if self._peer_close:
+            t.disconnect()
+        else:
+            # the peer answers with its close frame (we disconnect then) or
+            # hangs up; either way picows reports the disconnect
+            self.resume_reading()
+            try:
+                await asyncio.wait_for(t.wait_disconnected(), CLOSE_WAIT)
+            except (TimeoutError, Exception):  # noqa: BLE001 - it is gone either way
+                t.disconnect(False)
+        self._ended()
+
+
+class PumpEndpoint:
+    """An endpoint made of an object with coroutine ``recv()`` (None at the
+    end) / ``send(ev)`` / ``close(code, reason)``: a reader task delivers what
+    ``recv`` returns and a writer task feeds ``send`` in order.  More than
+    ``limit`` unsent events report the endpoint unwritable until half drain."""
+
+    def __init__(self, inner: Any, limit: int = 256) -> None:
+        self.inner = inner
+        self.limit = limit
+        self._out: collections.deque[Event] = collections.deque()
+        self._wake = asyncio.Event()
+        self._go = asyncio.Event()
+        self._go.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._full = False
+        self._on_writable: Callable[[bool], None] = _nothing
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def close_code(self) -> int | None:
+        return self.inner.close_code
+
+    @property
+    def close_reason(self) -> str:
+        return self.inner.close_reason
+
+    def attach(self, on_event: Callable[[Event], None], on_closed: Callable[[], None],
+               on_writable: Callable[[bool], None]) -> None:
+        self._on_writable = on_writable
+        self._tasks = [asyncio.ensure_future(self._read(on_event, on_closed)),
+                       asyncio.ensure_future(self._write())]
+
+    async def _read(self, on_event: Callable[[Event], None], on_closed: Callable[[], None]) -> None:
+        recv, go = self.inner.recv, self._go
+        while True:
+            if not go.is_set():
+                await go.wait()
+            ev = await recv()
+            if ev is None:
+                break
+            on_event(ev)
+        on_closed()
+
+    async def _write(self) -> None:
+        out, send = self._out, self.inner.send
+        while True:
+            while out:
+                try:
+                    await send(out[0])
+                except ConnectionError:
+                    out.clear()
+                    self._idle.set()
+                    return
+                out.popleft()
+                if self._full and len(out) <= self.limit // 2:
+                    self._full = False
+                    self._on_writable(True)
+            self._idle.set()
+            self._wake.clear()
+            await self._wake.wait()
+
+    def send(self, ev: Event) -> None:
+        self._out.append(ev)
+        self._idle.clear()
+        self._wake.set()
+        if not self._full and len(self._out) > self.limit:
+            self._full = True
+            self._on_writable(False)
+
+    def pause_reading(self) -> None:
+        self._go.clear()
+
+    def resume_reading(self) -> None:
+        self._go.set()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        self._go.set()
+        if self._out and self._tasks:   # what was sent before the close goes first
+            try:
+                await asyncio.wait_for(self._idle.wait(), CLOSE_WAIT)
+            except TimeoutError:
+                pass
+        for t in self._tasks:
+            t.cancel()
+        await self.inner.close(code, reason)
+
+
+def as_endpoint(ep: Any) -> Any:
+    """``ep`` itself when it is a push endpoint, else wrapped in a pump."""
+    return ep if hasattr(ep, "attach") else PumpEndpoint(ep)

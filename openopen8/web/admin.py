@@ -18,7 +18,9 @@ from aiohttp import web
 
 from .. import ops
 from ..store.base import StoreError
-from .realtime import GATEWAY
+
+#: the Gateway object on the aiohttp application
+GATEWAY = web.AppKey("gateway", object)
 
 
 def _error(status: int, message: str, code: str, type: str = "invalid_request_error") -> web.Response:
