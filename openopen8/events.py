@@ -107,6 +107,27 @@ class Event:
         return f"Event({self.type!r})"
 
 
+_new = object.__new__
+
+
+def wire_event(raw: str) -> Event:
+    """``Event(raw)`` for a frame just read, with the type peek inlined (the
+    relay makes one per frame)."""
+    ev = _new(Event)
+    ev.raw = raw
+    ev._data = None
+    ev.invalid = None
+    if raw.startswith(_PREFIX):
+        end = raw.find('"', _PREFIX_LEN)
+        if end > 0:
+            t = raw[_PREFIX_LEN:end]
+            if "\\" not in t:
+                ev.type = t
+                return ev
+    ev.type = ev._type_from_parse()
+    return ev
+
+
 def new_event_id() -> str:
     return "event_" + secrets.token_hex(10)
 

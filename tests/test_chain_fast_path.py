@@ -78,3 +78,59 @@ def test_server_side_runs_in_reverse_and_splits_finish_the_rest():
     assert chain.server(Event('{"type":"drop"}'), s) == []
     ev = Event('{"type":"k"}')
     assert chain.server(ev, s) == [ev] and chain.client(ev, s) == [ev]
+
+
+class Picky(Mark):
+    """Sees only the types in ``wanted`` (which the test changes)."""
+
+    def __init__(self, tag, wanted):
+        super().__init__(tag)
+        self.wanted = set(wanted)
+
+    def sees_client(self, t, s):
+        return t in self.wanted
+
+    def sees_server(self, t, s):
+        return t in self.wanted
+
+
+def test_stages_see_only_the_types_they_ask_for_until_rechain():
+    s = session()
+    picky, every = Picky("p", {"a"}), Mark("all")
+    chain = Chain([picky, every])
+    chain.open(s)
+    for t in ("a", "b", "a"):
+        chain.pass_client(Event('{"type":"%s"}' % t), s)
+        chain.pass_server(Event('{"type":"%s"}' % t), s)
+    assert picky.seen == ["a", "a", "a", "a"]
+    assert every.seen == ["a", "a", "b", "b", "a", "a"]
+    picky.wanted.add("b")
+    chain.pass_client(Event('{"type":"b"}'), s)
+    assert picky.seen[-1] == "a"          # the chain remembered: no call
+    s.rechain()
+    chain.pass_client(Event('{"type":"b"}'), s)
+    assert picky.seen[-1] == "b"
+
+
+def test_a_renamed_event_meets_the_stages_that_want_its_new_type():
+    s = session()
+    late = Picky("late", {"swap.swapped"})
+    chain = Chain([Swap(), late])
+    out = chain.pass_client(Event('{"type":"swap"}'), s)
+    assert out.type == "swap.swapped" and late.seen == ["swap.swapped"]
+
+
+def test_limits_watch_deltas_only_once_a_token_has_a_quota():
+    from types import SimpleNamespace
+    from openopen8.stages.limits import LimitsStage
+    bal = SimpleNamespace(quota_nanos=None, remaining=lambda: 10**12, exhausted=lambda: False)
+    limits = LimitsStage(SimpleNamespace(inflight=set()),
+                         SimpleNamespace(max_duration=None, idle_timeout=None), bal)
+    s = session()
+    chain = Chain([limits])
+    chain.open(s)
+    delta = "response.output_audio.delta"
+    assert not limits.sees_server(delta, s) and limits.sees_server("response.done", s)
+    bal.quota_nanos = 5
+    limits.on_tick(0.0, s)                 # the next tick notices the new quota
+    assert limits.sees_server(delta, s) and not chain._down

@@ -22,7 +22,7 @@ from typing import Any, Callable, Protocol
 
 from picows import WSListener, WSMsgType
 
-from ..events import Event
+from ..events import Event, wire_event
 
 #: OpenAI accepts 15 MiB appends; leave headroom for the JSON around them.
 MAX_FRAME = 16 * 1024 * 1024
@@ -100,7 +100,7 @@ class WsEndpoint(WSListener):
             except UnicodeDecodeError:
                 self._fail(1007, "invalid UTF-8 in a text frame")
                 return
-            self._on_event(Event(text))
+            self._on_event(wire_event(text))
         elif mt == _CLOSE:
             code = int(frame.get_close_code()) or 1005
             try:
@@ -143,7 +143,7 @@ class WsEndpoint(WSListener):
             except UnicodeDecodeError:
                 self._fail(1007, "invalid UTF-8 in a text frame")
                 return
-            self._on_event(Event(text))
+            self._on_event(wire_event(text))
         else:
             ev = Event()
             ev.invalid = "binary"

@@ -56,6 +56,8 @@ class Session:
     to_client: list[Event] = field(default_factory=list)
     to_upstream: list[Event] = field(default_factory=list)
     close_request: tuple[int, str] | None = None
+    #: the chain the session runs through (set by ``Chain.open``)
+    chain: Any = None
     closed_by: str | None = None
     close_code: int | None = None    # the code the client got, known at on_close
 
@@ -68,6 +70,11 @@ class Session:
     def close(self, code: int, reason: str = "") -> None:
         if self.close_request is None:
             self.close_request = (code, reason)
+
+    def rechain(self) -> None:
+        """A stage's ``sees_client``/``sees_server`` answers changed."""
+        if self.chain is not None:
+            self.chain.invalidate()
 
 
 class Stage(Protocol):
@@ -125,20 +132,28 @@ def _run(ev: Event, stages: Iterable[Any], attr: str, s: Session) -> list[Event]
 
 def _pass(ev: Event, s: Session, hooks: tuple, stages: list[Any],
           attr: str) -> Event | list[Event]:
-    """``ev`` through ``hooks`` (the bound ``attr`` hooks of ``stages``); the
-    single-event fast path builds no list."""
+    """``ev`` through ``hooks`` -- ``(hook, position)`` pairs of the stages
+    that want to see its type; the single-event fast path builds no list.
+    An event a stage replaced with one of another type, or with several,
+    goes on through every later stage (they choose by its own type)."""
     cur = ev
-    i = 0
-    for hook in hooks:
+    for hook, pos in hooks:
         out = hook(cur, s)
-        i += 1
         if out is not cur:
             if out is None:
                 return []
             if not isinstance(out, Event):
-                return [e for item in out for e in _run(item, stages[i:], attr, s)]
+                return [e for item in out for e in _run(item, stages[pos + 1:], attr, s)]
+            if out.type != cur.type:
+                rest = _run(out, stages[pos + 1:], attr, s)
+                return rest[0] if len(rest) == 1 else rest
             cur = out
     return cur
+
+
+def _sees(stage: Any, attr: str, t: str | None, s: Session) -> bool:
+    fn = getattr(stage, attr, None)
+    return True if fn is None else bool(fn(t, s))
 
 
 class Chain:
@@ -147,17 +162,41 @@ class Chain:
 
     The relay calls :meth:`pass_client` / :meth:`pass_server`, which return
     the one event that comes out (the common case: no list is built) or a
-    list when a stage dropped the event or made several.  The stages' hooks
-    are looked up once, when the chain is built.  :meth:`client` /
-    :meth:`server` always return a list (for tests and tools)."""
+    list when a stage dropped the event or made several.
+
+    Most events concern few stages (an audio append: metering only), so a
+    stage may say which event types it must see -- ``sees_client(type, s)``
+    / ``sees_server(type, s)``; without them it sees everything -- and the
+    chain keeps, per event type, the tuple of hooks to call.  A stage whose
+    answer changes (a format switch, a quota stop) calls ``s.rechain()``.
+    :meth:`client` / :meth:`server` always return a list (for tests and
+    tools)."""
 
     def __init__(self, stages: list[Any]) -> None:
         self.stages = list(stages)
         self.reverse = list(reversed(self.stages))
         self.tickers = [st for st in self.stages if hasattr(st, "on_tick")]
         self.waiters = [st for st in self.stages if hasattr(st, "awaiting_upstream")]
-        self._up = tuple(st.on_client for st in self.stages)
-        self._down = tuple(st.on_server for st in self.reverse)
+        self._up: dict[str | None, tuple] = {}
+        self._down: dict[str | None, tuple] = {}
+        self._s: Session | None = None     # the session the hook tuples were made for
+
+    def invalidate(self) -> None:
+        self._up.clear()
+        self._down.clear()
+
+    def _bind(self, s: Session) -> None:
+        self.invalidate()
+        self._s = s
+        s.chain = self
+
+    def _hooks(self, t: str | None, s: Session, up: bool) -> tuple:
+        stages, attr, sees = ((self.stages, "on_client", "sees_client") if up
+                              else (self.reverse, "on_server", "sees_server"))
+        hooks = tuple((getattr(st, attr), i) for i, st in enumerate(stages)
+                      if _sees(st, sees, t, s))
+        (self._up if up else self._down)[t] = hooks
+        return hooks
 
     def client(self, ev: Event, s: Session) -> list[Event]:
         out = self.pass_client(ev, s)
@@ -168,14 +207,25 @@ class Chain:
         return out if out.__class__ is list else [out]  # type: ignore[return-value]
 
     def pass_client(self, ev: Event, s: Session) -> Event | list[Event]:
-        """``ev`` through every stage's ``on_client``: one event, or a list."""
-        return _pass(ev, s, self._up, self.stages, "on_client")
+        """``ev`` through the ``on_client`` of every stage that sees its type."""
+        if s is not self._s:
+            self._bind(s)
+        hooks = self._up.get(ev.type)
+        if hooks is None:
+            hooks = self._hooks(ev.type, s, True)
+        return _pass(ev, s, hooks, self.stages, "on_client") if hooks else ev
 
     def pass_server(self, ev: Event, s: Session) -> Event | list[Event]:
-        """``ev`` through every stage's ``on_server``, nearest the upstream first."""
-        return _pass(ev, s, self._down, self.reverse, "on_server")
+        """``ev`` through ``on_server`` of the stages that see it, nearest the upstream first."""
+        if s is not self._s:
+            self._bind(s)
+        hooks = self._down.get(ev.type)
+        if hooks is None:
+            hooks = self._hooks(ev.type, s, False)
+        return _pass(ev, s, hooks, self.reverse, "on_server") if hooks else ev
 
     def open(self, s: Session) -> None:
+        self._bind(s)
         for st in self.stages:
             hook = getattr(st, "on_open", None)
             if hook:

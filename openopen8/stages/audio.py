@@ -99,6 +99,18 @@ class AudioStage(BaseStage):
         return s.facts.get(f"{side}_rate") or 24000
 
     # ============================================================ client -> upstream
+    def sees_client(self, t: str | None, s: Session) -> bool:
+        if t == APPEND:
+            st = s.facts.get(STATE_KEY)
+            return st is None or st.in_conv is not None
+        return t in _CLIENT
+
+    def sees_server(self, t: str | None, s: Session) -> bool:
+        if t == DELTA:
+            st = s.facts.get(STATE_KEY)
+            return st is None or st.client_out != st.up_out
+        return t in _SERVER
+
     def on_client(self, ev: Event, s: Session) -> Forward:
         t = ev.type
         if t == APPEND:
@@ -149,6 +161,7 @@ class AudioStage(BaseStage):
         if not isinstance(audio, dict):
             return ev
         st = self._state(s)
+        s.rechain()            # formats may change: appends/deltas may need converting
         new: dict[str, tuple[dict[str, Any], Fmt]] = {}
         for side in ("input", "output"):
             a = audio.get(side)

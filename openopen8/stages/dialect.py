@@ -111,6 +111,14 @@ class DialectStage(BaseStage):
             st = s.facts["dialect.upstream"] = _UpstreamState()
         return st
 
+    def sees_client(self, t: str | None, s: Session) -> bool:
+        # the client edge acts on a few client events only; the upstream
+        # edge (beta upstreams) and a beta client's way out see everything
+        return t in _CLIENT_IN if self.edge == "client" else True
+
+    def sees_server(self, t: str | None, s: Session) -> bool:
+        return s.client_dialect == D.BETA if self.edge == "client" else True
+
     def on_open(self, s: Session) -> None:
         if self.edge == "client":
             self._cstate(s)
@@ -134,6 +142,7 @@ class DialectStage(BaseStage):
         st.decided = True
         if s.facts.get("dialect_source") != "header":
             s.client_dialect = D.BETA if beta else D.GA
+            s.rechain()
 
     def _hints(self, s: Session) -> tuple[Any, Any]:
         f = s.facts

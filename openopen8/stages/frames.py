@@ -31,3 +31,9 @@ class FrameStage:
 
     def on_server(self, ev: Event, s: Session) -> Forward:
         return ev
+
+    def sees_client(self, t: str | None, s: Session) -> bool:
+        return t is None          # only frames that are not events
+
+    def sees_server(self, t: str | None, s: Session) -> bool:
+        return False

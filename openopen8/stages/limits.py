@@ -50,6 +50,11 @@ class LimitsStage:
         self.started = time.monotonic()
         self.last_done = self.started
         self.stopping = False
+        self._quota_seen = self._has_quota()
+
+    def _has_quota(self) -> bool:
+        bal = self.balance
+        return bal is not None and bal.quota_nanos is not None
 
     def on_open(self, s: Session) -> None:
         self.started = self.last_done = time.monotonic()
@@ -72,9 +77,20 @@ class LimitsStage:
             self._check_quota(s)
         return ev
 
+    def sees_client(self, t: str | None, s: Session) -> bool:
+        return self.stopping or t == "response.create"
+
+    def sees_server(self, t: str | None, s: Session) -> bool:
+        # without a quota only response.done matters (the idle clock); a
+        # quota set while the session runs is noticed by the next tick
+        return t == "response.done" or (t in _QUOTA_EVENTS and self._quota_seen)
+
     def on_tick(self, now: float, s: Session) -> None:
         if self.stopping:
             return
+        if self._has_quota() != self._quota_seen:
+            self._quota_seen = not self._quota_seen
+            s.rechain()
         lim = self.limits
         if lim.max_duration is not None and now - self.started >= lim.max_duration:
             self._stop(s, POLICY, "max_duration", "max_duration_exceeded",
@@ -107,5 +123,6 @@ class LimitsStage:
     def _stop(self, s: Session, close: int, reason: str, code: str, message: str,
               type: str = "invalid_request_error") -> None:
         self.stopping = True
+        s.rechain()                   # from now on every client event is dropped here
         s.reply(error_event(message, code=code, type=type))
         s.close(close, reason)

@@ -43,12 +43,18 @@ _SESSIONS = frozenset({"session.created", "session.updated", "transcription_sess
                        "transcription_session.updated"})
 TRANSCRIPTION_DONE = "conversation.item.input_audio_transcription.completed"
 UNKNOWN_TRANSCRIBER = "unknown-transcription-model"
+#: every server event type on_server acts on (the chain skips the stage for others)
+_SERVER_SEEN = _AUDIO_DELTAS | _TEXT_DELTAS | _SESSIONS | {
+    "response.created", "response.done", TRANSCRIPTION_DONE}
 
 
 class Sink(Protocol):
     def record(self, row: UsageRow) -> None: ...
     def opened(self, session_id: str, channel: str | None) -> None: ...
     def closed(self, end: SessionEnd, token_id: int) -> None: ...
+
+
+_COMPACT_KEYS = {"audio": '"audio":"', "delta": '"delta":"'}
 
 
 def b64_len(ev: Event, field: str) -> int:
@@ -58,6 +64,14 @@ def b64_len(ev: Event, field: str) -> int:
     if raw is None:
         v = ev.data.get(field)
         return len(v) if isinstance(v, str) else 0
+    # compact JSON (every SDK and OpenAI itself): one search from the end, where
+    # the audio field usually is; an unescaped '"field":"' can only be a key
+    key = _COMPACT_KEYS.get(field) or f'"{field}":"'
+    i = raw.rfind(key)
+    if i >= 0:
+        i += len(key)
+        j = raw.find('"', i)
+        return j - i if j >= 0 else 0
     key = f'"{field}"'
     start = 0
     while True:
@@ -140,6 +154,12 @@ class MeteringStage:
         elif t in _SESSIONS:
             self._session(ev.data.get("session"))
         return ev
+
+    def sees_client(self, t: str | None, s: Session) -> bool:
+        return t in _APPENDS
+
+    def sees_server(self, t: str | None, s: Session) -> bool:
+        return t in _SERVER_SEEN
 
     def on_client_gone(self, s: Session) -> None:
         self.cancel_inflight(s)
