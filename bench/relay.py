@@ -60,9 +60,6 @@ LIMIT_MS = 20.0
 DEFAULT_STEPS = [10, 25, 50, 100, 150, 200, 300, 400, 600, 800, 1000]
 QUICK_STEPS = [4, 8]
 BARE = ["bare-picows", "bare-aiohttp", "bare-websockets"]
-#: measured on request (--targets): aiohttp facing the client with picows
-#: upstream; picows at both ends running openopen8's stages in its callbacks
-HYBRID = ["bare-aiohttp-picows", "proto-picows-stages"]
 ALL_TARGETS = ["direct", *BARE, "openopen8", "litellm"]
 LITELLM_SPEC = "litellm[proxy]"
 
@@ -201,17 +198,15 @@ def setup_bare(name: str, upstream: str, run_dir: Path, loop: str) -> Target:
     t = Target(name)
     t.info["loop"] = loop
     try:
-        env = {**os.environ,   # the stages variant imports this checkout's openopen8
-               "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         t.proc, port = start_ready([sys.executable, str(BENCH / "forwarders.py"), lib,
                                     "--upstream", upstream, "--loop", loop],
-                                   run_dir / f"{name}.log", env=env)
+                                   run_dir / f"{name}.log")
     except Exception as exc:  # noqa: BLE001
         t.error = str(exc)
         return t
     t.pid = t.proc.pid
     t.url = f"ws://127.0.0.1:{port}/v1/realtime?model={MODEL}"
-    t.info["library"] = " + ".join(f"{m} {_version(m)}" for m in lib.split("-") if m != "stages")
+    t.info["library"] = f"{lib} {_version(lib)}"
     return t
 
 
@@ -604,7 +599,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if quick and a.retries == 1:
         a.retries = 0
     names = a.targets.split(",") if a.targets else list(ALL_TARGETS)
-    bad = [n for n in names if n not in ALL_TARGETS + HYBRID]
+    bad = [n for n in names if n not in ALL_TARGETS]
     if bad:
         ap.error(f"unknown target(s): {', '.join(bad)}")
     if "direct" not in names:
@@ -665,7 +660,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         def setup(name: str) -> Target:
             if name == "direct":
                 return Target("direct", url=f"{up_ws}/v1/realtime?model={MODEL}")
-            if name in BARE + HYBRID:
+            if name in BARE:
                 return setup_bare(name, up_ws, run_dir, a.bare_loop)
             if name == "openopen8":
                 t = setup_openopen8(up_http, run_dir)

@@ -15,7 +15,7 @@ import ssl
 
 from picows import WSError, WSHandshakeError, ws_connect
 
-from ..relay.endpoint import MAX_FRAME, WsEndpoint
+from ..relay.endpoint import MAX_FRAME, READ_BUFFER, WsEndpoint
 from .base import UpstreamError
 
 #: how long to wait for the close that follows a first-frame ``error``
@@ -58,6 +58,7 @@ async def open_ws(url: str, headers: dict[str, str], timeout: float) -> WsEndpoi
             _, ep = await ws_connect(
                 WsEndpoint, url, extra_headers=headers, max_frame_size=MAX_FRAME,
                 websocket_handshake_timeout=timeout, logger_name=_LOG, max_redirects=0,
+                read_buffer_init_size=READ_BUFFER,
                 ssl_context=_tls() if url.startswith("wss:") else None)
             first = await ep.wait_early(1)
             if first is not None and first.type == "error":

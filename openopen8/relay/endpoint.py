@@ -27,6 +27,10 @@ from ..events import Event, wire_event
 #: OpenAI accepts 15 MiB appends; leave headroom for the JSON around them.
 MAX_FRAME = 16 * 1024 * 1024
 
+#: picows' first read buffer per socket; it doubles as frames need (an idle
+#: session should not hold 2 x 16 KiB, picows' default)
+READ_BUFFER = 4096
+
 #: how long ``close()`` waits for the peer to answer a close frame
 CLOSE_WAIT = 2.0
 

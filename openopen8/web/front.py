@@ -31,7 +31,7 @@ from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 from picows import WSUpgradeResponse, WSUpgradeResponseWithListener
 from picows.api import WSProtocol, WSAutoPingStrategy
 
-from ..relay.endpoint import MAX_FRAME, WsEndpoint
+from ..relay.endpoint import MAX_FRAME, READ_BUFFER, WsEndpoint
 
 log = logging.getLogger("openopen8.front")
 #: picows logs every connection at INFO; sessions are logged by the gateway
@@ -176,12 +176,14 @@ class FrontDoor(asyncio.Protocol):
         headers = {"Sec-WebSocket-Protocol": subprotocol} if subprotocol else None
         response = WSUpgradeResponse.create_101_response(extra_headers=headers)
         ping = self._heartbeat
+        # the server protocol ws_create_server would make (picows/api.py),
+        # made here because the socket is already accepted
         proto = WSProtocol(
             None, None, False,
             lambda request: WSUpgradeResponseWithListener(response, listener),
             _WS_LOG, True, None,
             bool(ping), ping or 20.0, min(ping or 20.0, 20.0), WSAutoPingStrategy.PING_WHEN_IDLE,
-            True, MAX_FRAME, None, 16 * 1024)
+            True, MAX_FRAME, None, READ_BUFFER)
         self._pass_to(proto)
         self.transport.resume_reading()
         return listener.t is not None
@@ -206,7 +208,7 @@ class FrontDoor(asyncio.Protocol):
             proto.data_received(data)
 
     def _reply(self, status: int, body: dict[str, Any]) -> None:
-        if self.lost or self.transport is None:
+        if self.lost or self.transport is None or self._upgraded():
             return
         self.transport.write(http_response(status, body))
         self.transport.close()
