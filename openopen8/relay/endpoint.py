@@ -244,7 +244,7 @@ class WsEndpoint(WSListener):
             self.resume_reading()
             try:
                 await asyncio.wait_for(t.wait_disconnected(), CLOSE_WAIT)
-            except (TimeoutError, Exception):  # noqa: BLE001 - it is gone either way
+            except Exception:  # noqa: BLE001 - timeout or a picows error: it is gone either way
                 t.disconnect(False)
         self._ended()
 
