@@ -7,7 +7,6 @@ import gc
 import logging
 import signal
 import ssl
-from typing import AsyncIterator
 
 from aiohttp import web
 

@@ -10,7 +10,6 @@ import pty
 import signal
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, AsyncIterator
 
 import numpy as np

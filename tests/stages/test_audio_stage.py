@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import copy
 
 import numpy as np
 import pytest
