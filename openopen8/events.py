@@ -2,8 +2,10 @@
 
 The relay never parses a frame it does not have to.  ``Event.type`` is peeked
 from the text cheaply (every OpenAI server frame and every SDK client frame
-starts with ``{"type":"``); the dict is built only when a stage asks for it,
-and the text is serialised again only when a stage replaced the dict.
+starts with its type: ``{"type":"`` from OpenAI and compact writers such as
+the JS SDK, ``{"type": "`` from the Python SDK's ``json.dumps``); the dict is
+built only when a stage asks for it, and the text is serialised again only
+when a stage replaced the dict.
 """
 
 from __future__ import annotations
@@ -13,18 +15,23 @@ from typing import Any
 
 import orjson
 
-_PREFIX = '{"type":"'
-_PREFIX_LEN = len(_PREFIX)
+#: how OpenAI's frames and every SDK's start: compact JSON, and Python's json.dumps
+TYPE_PREFIXES = _PREFIX, _SPACED = ('{"type":"', '{"type": "')
 
 
 def peek_type(raw: str) -> str | None:
     """The top-level ``type`` of a frame, without parsing it; None if unsure."""
     if raw.startswith(_PREFIX):
-        end = raw.find('"', _PREFIX_LEN)
-        if end > 0:
-            value = raw[_PREFIX_LEN:end]
-            if "\\" not in value:
-                return value
+        start = 9
+    elif raw.startswith(_SPACED):
+        start = 10
+    else:
+        return None
+    end = raw.find('"', start)
+    if end > 0:
+        value = raw[start:end]
+        if "\\" not in value:
+            return value
     return None
 
 
@@ -117,10 +124,11 @@ def wire_event(raw: str) -> Event:
     ev.raw = raw
     ev._data = None
     ev.invalid = None
-    if raw.startswith(_PREFIX):
-        end = raw.find('"', _PREFIX_LEN)
+    start = 9 if raw.startswith(_PREFIX) else 10 if raw.startswith(_SPACED) else 0
+    if start:
+        end = raw.find('"', start)
         if end > 0:
-            t = raw[_PREFIX_LEN:end]
+            t = raw[start:end]
             if "\\" not in t:
                 ev.type = t
                 return ev

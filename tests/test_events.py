@@ -13,6 +13,13 @@ def test_fallback_parse_when_type_is_not_first():
     assert peek_type('{ "type" : "a"}') is None and Event('{ "type" : "a"}').type == "a"
 
 
+def test_peek_reads_python_json_dumps_spacing_too():
+    # the official Python SDK sends json.dumps(...) output
+    ev = Event('{"type": "input_audio_buffer.append", "audio": "AAAA"}')
+    assert ev.type == "input_audio_buffer.append" and ev._data is None
+    assert peek_type('{"type": "a\\"b"}') is None
+
+
 def test_invalid_frames_are_classified():
     assert Event("nope").invalid == "invalid_json"
     assert Event("[1,2]").invalid == "invalid_event"
