@@ -149,6 +149,30 @@ def test_audio_length_is_found_whatever_the_json_spacing():
     assert abs(m.audio_in_seconds - 0.4) < 1e-3
 
 
+def test_watchers_count_wire_bytes_like_the_full_path_across_a_rate_change():
+    """What the relay's lanes call: the same seconds from the frame's bytes,
+    compact, as Python's json.dumps writes it, or spaced any other way."""
+    m, s, sink = meter()
+    s_ = m.watch_client("input_audio_buffer.append", s)
+    d_ = m.watch_server("response.output_audio.delta", s)
+    assert m.watch_client("response.create", s) is None
+    assert m.watch_server("response.done", s) is None
+    for text in ('{"type":"input_audio_buffer.append","audio":"%s","event_id":"e"}',
+                 '{"type": "input_audio_buffer.append", "audio": "%s"}',
+                 '{"type":"input_audio_buffer.append","audio" :\n"%s"}'):
+        s_((text % b64(4800)).encode())
+    d_(('{"type":"response.output_audio.delta","delta":"%s"}' % b64(24000)).encode())
+    assert abs(m.audio_in_seconds - 0.3) < 1e-3 and abs(m.audio_out_seconds - 0.5) < 1e-3
+    assert m.flight_audio_bytes == 24000                 # output towards the in-flight estimate
+    m.on_server(ev(type="session.updated", session={
+        "type": "realtime", "audio": {"input": {"format": {"type": "audio/pcmu"}},
+                                      "output": {"format": {"type": "audio/pcm", "rate": 16000}}}}), s)
+    s_(('{"type":"input_audio_buffer.append","audio":"%s"}' % b64(8000)).encode())
+    d_(('{"type": "response.output_audio.delta", "delta": "%s"}' % b64(16000)).encode())
+    # seconds before the change stay at the old rate; after it, the new one
+    assert abs(m.audio_in_seconds - 1.3) < 1e-3 and abs(m.audio_out_seconds - 1.0) < 1e-3
+
+
 def test_beta_upstream_session_and_names():
     m, s, sink = meter()
     m.on_server(ev(type="session.updated", session={

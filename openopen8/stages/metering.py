@@ -18,7 +18,7 @@ database's unique key.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from ..billing import PriceTable, Tokens, cost_nanos, parse_usage
 from ..events import Event, new_event_id
@@ -54,20 +54,19 @@ class Sink(Protocol):
     def closed(self, end: SessionEnd, token_id: int) -> None: ...
 
 
-_COMPACT_KEYS = {"audio": '"audio":"', "delta": '"delta":"'}
+#: the audio fields as compact JSON and as Python's json.dumps writes them
+_AUDIO_KEY, _AUDIO_SPACED = b'"audio":"', b'"audio": "'
+_DELTA_KEY, _DELTA_SPACED = b'"delta":"', b'"delta": "'
 
 
-def b64_len(ev: Event, field: str) -> int:
-    """Length of the string in top-level ``field`` (base64 audio) without
-    parsing the event: a few ``str.find`` calls, whatever the JSON spacing."""
-    raw = ev.raw
-    if raw is None:
-        v = ev.data.get(field)
-        return len(v) if isinstance(v, str) else 0
-    # compact JSON (every SDK and OpenAI itself): one search from the end, where
-    # the audio field usually is; an unescaped '"field":"' can only be a key
-    key = _COMPACT_KEYS.get(field) or f'"{field}":"'
-    i = raw.rfind(key)
+def b64_len(raw: str, field: str) -> int:
+    """Length of the string in top-level ``field`` (base64 audio) of an
+    event's wire text, without parsing it: a few ``str.find`` calls,
+    whatever the JSON spacing."""
+    # compact JSON (OpenAI, the JS SDK): an unescaped '"field":"' can only
+    # be a key; the fields before the audio are short
+    key = f'"{field}":"'
+    i = raw.find(key)
     if i >= 0:
         i += len(key)
         j = raw.find('"', i)
@@ -100,6 +99,11 @@ def _ga_bps(fmt: Any) -> int | None:
 
 class MeteringStage:
     name = "metering"
+    # slots: its counters are touched on every audio frame
+    __slots__ = ("sink", "prices", "token_id", "in_bps", "out_bps", "transcriber",
+                 "_in_chars", "_in_mark", "_out_chars", "_out_mark", "_in_done", "_out_done",
+                 "inflight", "cancelled", "_flight_mark", "flight_text_deltas",
+                 "last_input_nanos", "_seen", "_channel", "_price_per_token")
 
     def __init__(self, sink: Sink, prices: PriceTable, token_id: int) -> None:
         self.sink = sink
@@ -108,13 +112,18 @@ class MeteringStage:
         self.in_bps = PCM24_BPS
         self.out_bps = PCM24_BPS
         self.transcriber: str | None = None
-        self.audio_in_seconds = 0.0
-        self.audio_out_seconds = 0.0
+        # audio is counted in base64 characters (integers: the hot path does
+        # no float work) and turned into seconds at the rate in force:
+        # ``_*_done`` holds the seconds before the last rate change, when the
+        # character count stood at ``_*_mark``
+        self._in_chars = self._in_mark = 0
+        self._out_chars = self._out_mark = 0
+        self._in_done = self._out_done = 0.0
         #: responses created and not yet done, and the ones we asked to cancel
         self.inflight: set[str] = set()
         self.cancelled: set[str] = set()
         #: output so far of what is in flight (for estimates)
-        self.flight_audio_bytes = 0
+        self._flight_mark = 0              # output characters when nothing was in flight
         self.flight_text_deltas = 0
         #: the input part of the last settled response: the next one re-reads that context
         self.last_input_nanos = 0
@@ -132,15 +141,14 @@ class MeteringStage:
 
     def on_client(self, ev: Event, s: Session) -> Forward:
         if ev.type in _APPENDS:
-            self.audio_in_seconds += b64_len(ev, "audio") * 0.75 / self.in_bps
+            # an event a stage made is serialised here, once: it is sent as this text
+            self._in_chars += b64_len(ev.text, "audio")
         return ev
 
     def on_server(self, ev: Event, s: Session) -> Forward:
         t = ev.type
         if t in _AUDIO_DELTAS:
-            n = b64_len(ev, "delta") * 0.75
-            self.audio_out_seconds += n / self.out_bps
-            self.flight_audio_bytes += n
+            self._out_chars += b64_len(ev.text, "delta")
         elif t in _TEXT_DELTAS:
             self.flight_text_deltas += 1
         elif t == "response.created":
@@ -161,6 +169,49 @@ class MeteringStage:
     def sees_server(self, t: str | None, s: Session) -> bool:
         return t in _SERVER_SEEN
 
+    # the hot events are only counted: the relay may pass their frames on as
+    # they came (lanes), showing the watchers the bytes
+
+    def watch_client(self, t: str, s: Session) -> Callable[[bytes], None] | None:
+        return self._count_append if t in _APPENDS else None
+
+    def watch_server(self, t: str, s: Session) -> Callable[[bytes], None] | None:
+        if t in _AUDIO_DELTAS:
+            return self._count_audio_delta
+        return self._count_text_delta if t in _TEXT_DELTAS else None
+
+    def _count_append(self, data: bytes) -> None:
+        # b64_len, inlined for the two usual spellings
+        i = data.find(_AUDIO_KEY)
+        if i >= 0:
+            i += 9
+        else:
+            i = data.find(_AUDIO_SPACED)
+            if i < 0:
+                self._in_chars += b64_len(data.decode(), "audio")
+                return
+            i += 10
+        j = data.find(b'"', i)
+        if j > 0:
+            self._in_chars += j - i
+
+    def _count_audio_delta(self, data: bytes) -> None:
+        i = data.find(_DELTA_KEY)
+        if i >= 0:
+            i += 9
+        else:
+            i = data.find(_DELTA_SPACED)
+            if i < 0:
+                self._out_chars += b64_len(data.decode(), "delta")
+                return
+            i += 10
+        j = data.find(b'"', i)
+        if j > 0:
+            self._out_chars += j - i
+
+    def _count_text_delta(self, data: bytes) -> None:
+        self.flight_text_deltas += 1   # about one token each
+
     def on_client_gone(self, s: Session) -> None:
         self.cancel_inflight(s)
 
@@ -174,6 +225,29 @@ class MeteringStage:
             bytes_in=s.bytes_in, bytes_out=s.bytes_out,
             audio_in_seconds=round(self.audio_in_seconds, 3),
             audio_out_seconds=round(self.audio_out_seconds, 3)), self.token_id)
+
+    # ---- audio seconds ----------------------------------------------------------------
+
+    @property
+    def audio_in_seconds(self) -> float:
+        return self._in_done + (self._in_chars - self._in_mark) * 0.75 / self.in_bps
+
+    @property
+    def audio_out_seconds(self) -> float:
+        return self._out_done + (self._out_chars - self._out_mark) * 0.75 / self.out_bps
+
+    @property
+    def flight_audio_bytes(self) -> float:
+        """Output audio (bytes) of the responses in flight so far."""
+        return (self._out_chars - self._flight_mark) * 0.75
+
+    def _rates(self, in_bps: int, out_bps: int) -> None:
+        if in_bps != self.in_bps:
+            self._in_done, self._in_mark = self.audio_in_seconds, self._in_chars
+            self.in_bps = in_bps
+        if out_bps != self.out_bps:
+            self._out_done, self._out_mark = self.audio_out_seconds, self._out_chars
+            self.out_bps = out_bps
 
     # ---- actions and estimates --------------------------------------------------------
 
@@ -203,12 +277,12 @@ class MeteringStage:
         audio = sess.get("audio")
         if isinstance(audio, dict):                      # GA
             inp, out = audio.get("input") or {}, audio.get("output") or {}
-            self.in_bps = _ga_bps(inp.get("format")) or self.in_bps
-            self.out_bps = _ga_bps(out.get("format")) or self.out_bps
+            self._rates(_ga_bps(inp.get("format")) or self.in_bps,
+                        _ga_bps(out.get("format")) or self.out_bps)
             tr = inp.get("transcription") if "transcription" in inp else False
         else:                                            # beta
-            self.in_bps = _BETA_BPS.get(sess.get("input_audio_format"), self.in_bps)
-            self.out_bps = _BETA_BPS.get(sess.get("output_audio_format"), self.out_bps)
+            self._rates(_BETA_BPS.get(sess.get("input_audio_format"), self.in_bps),
+                        _BETA_BPS.get(sess.get("output_audio_format"), self.out_bps))
             tr = sess.get("input_audio_transcription", False)
         if tr is not False:
             model = tr.get("model") if isinstance(tr, dict) else None
@@ -224,7 +298,8 @@ class MeteringStage:
         else:
             rid = "event:" + str(ev.data.get("event_id"))
         if not self.inflight:
-            self.flight_audio_bytes = self.flight_text_deltas = 0
+            self._flight_mark = self._out_chars
+            self.flight_text_deltas = 0
         tokens = parse_usage(resp.get("usage"))
         if tokens is None or not self._first("response", rid):
             return
