@@ -12,6 +12,13 @@ OpenAI/Azure upstream alike).  An object with coroutine ``recv()`` /
 ``send()`` -- the local engine, in-memory test doubles -- becomes an endpoint
 through :class:`PumpEndpoint` (``as_endpoint`` does that when needed), so the
 relay cannot tell them apart.
+
+Between two WebSockets the relay may also open :class:`Lanes`, handed to
+:meth:`WsEndpoint.attach`.  A text frame whose type has a lane is given to
+the lane's ``watch(data)`` (None: nothing watches it) and written to the
+lane's destination endpoint as the bytes it arrived as: no :class:`Event`,
+no decoding, no call into the relay.  The endpoint counts those frames
+(:attr:`WsEndpoint.lane_events`, :attr:`WsEndpoint.lane_bytes`).
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from typing import Any, Callable, Protocol
 
 from picows import WSListener, WSMsgType
 
-from ..events import Event, wire_event
+from ..events import TYPE_PREFIXES, Event, wire_event
 
 #: OpenAI accepts 15 MiB appends; leave headroom for the JSON around them.
 MAX_FRAME = 16 * 1024 * 1024
@@ -34,7 +41,7 @@ READ_BUFFER = 4096
 #: how long ``close()`` waits for the peer to answer a close frame
 CLOSE_WAIT = 2.0
 
-_TEXT = WSMsgType.TEXT
+TEXT = _TEXT = WSMsgType.TEXT
 _BINARY = WSMsgType.BINARY
 _CONT = WSMsgType.CONTINUATION
 _CLOSE = WSMsgType.CLOSE
@@ -42,6 +49,40 @@ _CLOSE = WSMsgType.CLOSE
 
 def _nothing(*_: Any) -> None:
     return None
+
+
+def _heads(t: str) -> list[bytes]:
+    return [(prefix + t + '"').encode() for prefix in TYPE_PREFIXES]
+
+
+class Lanes:
+    """The lanes of one direction: event type -> ``(watch, destination)``.
+
+    Written by the relay alone, read by the endpoint on every frame.  A lane
+    is found by the frame's first bytes, ``{"type":"<type>"`` (or the Python
+    SDK's ``{"type": "<type>"``), so that the lookup is a slice and a dict
+    get per distinct head length, with no search for the end of the type."""
+
+    __slots__ = ("by_head", "lengths")
+
+    def __init__(self) -> None:
+        self.by_head: dict[bytes, tuple[Any, Any]] = {}
+        self.lengths: tuple[int, ...] = ()
+
+    def open(self, t: str, watch: Callable[[bytes], None] | None, dest: Any) -> None:
+        for head in _heads(t):
+            self.by_head[head] = (watch, dest)
+        self.lengths = tuple(sorted({len(h) for h in self.by_head}))
+
+    def get(self, t: str) -> tuple[Any, Any] | None:
+        return self.by_head.get(_heads(t)[0])
+
+    def clear(self) -> None:
+        self.by_head.clear()
+        self.lengths = ()
+
+
+_NO_LANES = Lanes()
 
 
 class Endpoint(Protocol):
@@ -70,14 +111,26 @@ class WsEndpoint(WSListener):
     Text frames become :class:`Event` objects (a fragmented message is
     joined first); binary frames become events marked ``invalid``; pings are
     answered by picows.  Frames that arrive before :meth:`attach` wait in a
-    list, and :meth:`first` lets the upstream handshake look at the first
-    one."""
+    list, and :meth:`wait_early` lets the upstream handshake look at the
+    first one."""
+
+    # slots: read on every frame, found faster than in an instance dict
+    __slots__ = ("t", "close_code", "close_reason", "wire_send", "_lanes", "_on_lane_error",
+                 "lane_events", "lane_bytes", "_on_event", "_on_closed", "_on_writable",
+                 "_early", "_first", "_frag", "_frag_type", "_frag_size", "_closed",
+                 "_peer_close", "_paused")
 
     def __init__(self) -> None:
         self.t: Any = None
         self.close_code: int | None = None
         self.close_reason = ""
-        self._send: Callable[..., None] = _nothing
+        #: ``wire_send(TEXT, text)`` writes a frame: picows' send, a no-op once closed
+        self.wire_send: Callable[..., None] = _nothing
+        self._lanes = _NO_LANES
+        self._on_lane_error: Callable[[], None] = _nothing
+        #: frames (and their bytes) that went through lanes
+        self.lane_events = 0
+        self.lane_bytes = 0
         self._on_event: Callable[[Event], None] = self._stash
         self._on_closed: Callable[[], None] = _nothing
         self._on_writable: Callable[[bool], None] = _nothing
@@ -94,17 +147,41 @@ class WsEndpoint(WSListener):
 
     def on_ws_connected(self, transport: Any) -> None:
         self.t = transport
-        self._send = transport.send
+        self.wire_send = transport.send
 
     def on_ws_frame(self, transport: Any, frame: Any) -> None:
         mt = frame.msg_type
         if mt == _TEXT and frame.fin and self._frag is None:
-            try:
-                text = frame.get_payload_as_utf8_text()
-            except UnicodeDecodeError:
-                self._fail(1007, "invalid UTF-8 in a text frame")
+            lanes = self._lanes
+            if not lanes.lengths:
+                try:
+                    text = frame.get_payload_as_utf8_text()
+                except UnicodeDecodeError:
+                    self._fail(1007, "invalid UTF-8 in a text frame")
+                    return
+                self._on_event(wire_event(text))
                 return
-            self._on_event(wire_event(text))
+            # a lane takes the frame's bytes as they came: not decoded, not
+            # encoded again to be sent (ASCII is valid UTF-8)
+            data = frame.get_payload_as_bytes()
+            by_head = lanes.by_head
+            for n in lanes.lengths:
+                lane = by_head.get(data[:n])
+                if lane is not None:
+                    if not data.isascii():
+                        break
+                    watch, dest = lane
+                    self.lane_events += 1
+                    self.lane_bytes += len(data)
+                    if watch is not None:
+                        try:
+                            watch(data)
+                        except Exception:  # noqa: BLE001 - as on the relay's own path
+                            self._on_lane_error()
+                            return
+                    dest.wire_send(_TEXT, data)
+                    return
+            self._deliver_text(data)
         elif mt == _CLOSE:
             code = int(frame.get_close_code()) or 1005
             try:
@@ -142,16 +219,19 @@ class WsEndpoint(WSListener):
         payload, kind = b"".join(self._frag), self._frag_type
         self._frag = None
         if kind == _TEXT:
-            try:
-                text = payload.decode()
-            except UnicodeDecodeError:
-                self._fail(1007, "invalid UTF-8 in a text frame")
-                return
-            self._on_event(wire_event(text))
+            self._deliver_text(payload)
         else:
             ev = Event()
             ev.invalid = "binary"
             self._on_event(ev)
+
+    def _deliver_text(self, payload: bytes) -> None:
+        try:
+            text = payload.decode()
+        except UnicodeDecodeError:
+            self._fail(1007, "invalid UTF-8 in a text frame")
+            return
+        self._on_event(wire_event(text))
 
     def on_ws_disconnected(self, transport: Any) -> None:
         if self.close_code is None:
@@ -176,7 +256,8 @@ class WsEndpoint(WSListener):
     def _ended(self) -> None:
         if not self._closed:
             self._closed = True
-            self._send = _nothing
+            self.wire_send = _nothing
+            self._lanes = _NO_LANES
             fut = self._first
             if fut is not None and not fut.done():
                 fut.set_result(None)
@@ -203,7 +284,12 @@ class WsEndpoint(WSListener):
         return self._early[0] if self._early else None
 
     def attach(self, on_event: Callable[[Event], None], on_closed: Callable[[], None],
-               on_writable: Callable[[bool], None]) -> None:
+               on_writable: Callable[[bool], None],
+               lanes: Lanes | None = None,
+               on_lane_error: Callable[[], None] = _nothing) -> None:
+        """``lanes`` belong to the relay (it changes them in place): frames
+        of their types go through them instead of to ``on_event``;
+        ``on_lane_error()`` is called when a lane's watcher raised."""
         early, self._early = self._early, []
         self._on_writable = on_writable
         self._on_closed = on_closed
@@ -212,9 +298,12 @@ class WsEndpoint(WSListener):
         self._on_event = on_event
         if self._closed:
             on_closed()
+        elif lanes is not None:
+            self._lanes = lanes
+            self._on_lane_error = on_lane_error
 
     def send(self, ev: Event) -> None:
-        self._send(_TEXT, ev.text)
+        self.wire_send(_TEXT, ev.text)
 
     def pause_reading(self) -> None:
         if not self._paused and self.t is not None and not self._closed:

@@ -18,13 +18,22 @@ so the stage nearest the client (the dialect) sees client text first and
 server text last.  Events a stage replies or injects skip the remaining
 stages and go straight to the socket, so they must already be in the dialect
 of the side they are sent to (``s.client_dialect`` / ``s.upstream_dialect``).
+
+A stage that only *counts* some event type may say so: ``watch_client(t, s)``
+/ ``watch_server(t, s)`` return a function that reads the frame of such an
+event as it came off the wire (``fn(data: bytes)``, UTF-8 JSON: no actions on
+the session, no change to the event), or None.  When every stage that sees a
+type watches it, the chain offers the relay a *lane* for that type
+(:attr:`Chain.on_lane`): the relay then forwards those frames as they came,
+without an :class:`Event`, calling the watchers on the way -- the audio
+appends and deltas that are nearly all of a conversation's frames.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Protocol, Union
+from typing import Any, Callable, Iterable, Protocol, Union
 
 from ..events import Event
 
@@ -48,6 +57,9 @@ class Session:
     events_out: int = 0          # upstream -> client
     bytes_in: int = 0
     bytes_out: int = 0
+    #: of those events, the ones that took a lane (known when the session ends)
+    lane_in: int = 0
+    lane_out: int = 0
     last_client_activity: float = field(default_factory=time.monotonic)
     # free-form scratch space for stages that need to share facts
     # (e.g. the client's audio rate); keyed by stage name
@@ -156,6 +168,20 @@ def _sees(stage: Any, attr: str, t: str | None, s: Session) -> bool:
     return True if fn is None else bool(fn(t, s))
 
 
+def _watchers(stages: list[Any], hooks: tuple, attr: str, t: str,
+              s: Session) -> tuple[Callable[[bytes], None], ...] | None:
+    """The watch functions of the stages in ``hooks``, or None unless every
+    one of them only watches ``t``."""
+    out = []
+    for _, pos in hooks:
+        watch = getattr(stages[pos], attr, None)
+        fn = watch(t, s) if watch is not None else None
+        if fn is None:
+            return None
+        out.append(fn)
+    return tuple(out)
+
+
 class Chain:
     """An ordered list of stages, applied client->upstream in order and
     upstream->client in reverse.
@@ -170,7 +196,13 @@ class Chain:
     chain keeps, per event type, the tuple of hooks to call.  A stage whose
     answer changes (a format switch, a quota stop) calls ``s.rechain()``.
     :meth:`client` / :meth:`server` always return a list (for tests and
-    tools)."""
+    tools).
+
+    Lanes: when the relay sets :attr:`on_lane` (``fn(up, type, watchers)``)
+    and :attr:`on_lanes_reset`, the chain tells it, as it first meets a
+    type, that every stage seeing that type only watches it (``watchers``
+    may be empty: nobody sees it); :meth:`invalidate` revokes every lane
+    offered so far."""
 
     def __init__(self, stages: list[Any]) -> None:
         self.stages = list(stages)
@@ -180,10 +212,14 @@ class Chain:
         self._up: dict[str | None, tuple] = {}
         self._down: dict[str | None, tuple] = {}
         self._s: Session | None = None     # the session the hook tuples were made for
+        self.on_lane: Callable[[bool, str, tuple], None] | None = None
+        self.on_lanes_reset: Callable[[], None] | None = None
 
     def invalidate(self) -> None:
         self._up.clear()
         self._down.clear()
+        if self.on_lanes_reset is not None:
+            self.on_lanes_reset()
 
     def _bind(self, s: Session) -> None:
         self.invalidate()
@@ -196,6 +232,10 @@ class Chain:
         hooks = tuple((getattr(st, attr), i) for i, st in enumerate(stages)
                       if _sees(st, sees, t, s))
         (self._up if up else self._down)[t] = hooks
+        if self.on_lane is not None and t is not None:
+            watchers = _watchers(stages, hooks, "watch_client" if up else "watch_server", t, s)
+            if watchers is not None:
+                self.on_lane(up, t, watchers)
         return hooks
 
     def client(self, ev: Event, s: Session) -> list[Event]:

@@ -100,5 +100,6 @@ async def realtime(gw, door: FrontDoor, head: Head) -> None:
         gw.sessions.discard(task)
         metrics.SESSIONS_ACTIVE.dec()
     metrics.session_ended(s, outcome, time.monotonic() - t0)
-    log.info("session %s closed by %s: code=%s events=%d/%d bytes=%d/%d", s.id, outcome.closed_by,
-             outcome.client_code, s.events_in, s.events_out, s.bytes_in, s.bytes_out)
+    log.info("session %s closed by %s: code=%s events=%d/%d (lanes %d/%d) bytes=%d/%d", s.id,
+             outcome.closed_by, outcome.client_code, s.events_in, s.events_out, s.lane_in,
+             s.lane_out, s.bytes_in, s.bytes_out)
