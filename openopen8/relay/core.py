@@ -10,8 +10,9 @@ Between two WebSockets, an event type that every stage seeing it only
 watches (the chain says so, see ``relay/stage.py``) gets a lane: its frames
 go from one socket to the other as the bytes they arrived as, past the
 watchers, without an :class:`Event` or a call into the relay -- a few
-operations per audio frame instead of a walk through the chain.  Lanes close whenever the chain
-changes and when the session ends; the full path is always the fallback.
+operations per audio frame instead of a walk through the chain.  Lanes close
+whenever the chain changes and when the session ends; the full path is
+always the fallback.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ class Relay:
         self._lanes_up = Lanes()
         self._lanes_down = Lanes()
         #: client events counted at the last tick (activity is noticed there)
-        self._ticked_in = -1
+        self._ticked_in = 0
 
     # ----------------------------------------------------------- hot path
 

@@ -41,7 +41,7 @@ READ_BUFFER = 4096
 #: how long ``close()`` waits for the peer to answer a close frame
 CLOSE_WAIT = 2.0
 
-TEXT = _TEXT = WSMsgType.TEXT
+_TEXT = WSMsgType.TEXT
 _BINARY = WSMsgType.BINARY
 _CONT = WSMsgType.CONTINUATION
 _CLOSE = WSMsgType.CLOSE
@@ -73,9 +73,6 @@ class Lanes:
         for head in _heads(t):
             self.by_head[head] = (watch, dest)
         self.lengths = tuple(sorted({len(h) for h in self.by_head}))
-
-    def get(self, t: str) -> tuple[Any, Any] | None:
-        return self.by_head.get(_heads(t)[0])
 
     def clear(self) -> None:
         self.by_head.clear()
@@ -124,7 +121,7 @@ class WsEndpoint(WSListener):
         self.t: Any = None
         self.close_code: int | None = None
         self.close_reason = ""
-        #: ``wire_send(TEXT, text)`` writes a frame: picows' send, a no-op once closed
+        #: ``wire_send(msg_type, payload)`` writes a frame: picows' send, a no-op once closed
         self.wire_send: Callable[..., None] = _nothing
         self._lanes = _NO_LANES
         self._on_lane_error: Callable[[], None] = _nothing
