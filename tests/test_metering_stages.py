@@ -227,6 +227,35 @@ def test_a_settled_response_that_uses_up_the_quota_ends_the_session_with_1013():
     assert len(errors(s)) == 1 and len(s.to_upstream) == 1
 
 
+def test_with_a_quota_deltas_are_watched_on_lanes_until_it_runs_out():
+    """The chain offers deltas a lane (metering counts, limits checks); the
+    delta that finds the quota overrun revokes it, and the next one, on the
+    full path, stops the session."""
+    chain, lim, m, s, sink, bal = limits(quota_nanos=5000 * 1000)
+    lanes: dict = {}
+    resets = []
+    chain.on_lane = lambda up, t, w: lanes.__setitem__(t, w)
+    chain.on_lanes_reset = lambda: (resets.append(1), lanes.clear())
+    chain.server(created("r0"), s)
+    chain.server(done("r0"), s)                       # 1.68 mUSD left
+    chain.server(created("r1"), s)
+    delta = "response.output_audio.delta"
+    chain.server(ev(type=delta, delta=b64(4800)), s)   # the first one opens the lane
+    watchers = lanes[delta]
+    assert watchers == (m._count_audio_delta, lim._watch_delta)
+    frame = ('{"type":"%s","delta":"%s"}' % (delta, b64(4800))).encode()
+    n = 0
+    while delta in lanes and n < 100:                 # what the endpoint does per frame
+        for w in watchers:
+            w(frame)
+        n += 1
+    assert delta not in lanes and resets and s.close_request is None and 1 < n < 100
+    assert lim.watch_server(delta, s) is None         # no lane for deltas any more
+    chain.server(ev(type=delta, delta=b64(4800)), s)
+    assert s.close_request == (1013, "insufficient_quota")
+    assert [e.data["response_id"] for e in s.to_upstream] == ["r1"]
+
+
 def test_response_create_after_exhaustion_is_refused():
     chain, lim, m, s, sink, bal = limits(quota_nanos=100, pending=100)
     assert chain.client(ev(type="response.create"), s) == []

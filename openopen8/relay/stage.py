@@ -21,12 +21,13 @@ of the side they are sent to (``s.client_dialect`` / ``s.upstream_dialect``).
 
 A stage that only *counts* some event type may say so: ``watch_client(t, s)``
 / ``watch_server(t, s)`` return a function that reads the frame of such an
-event as it came off the wire (``fn(data: bytes)``, UTF-8 JSON: no actions on
-the session, no change to the event), or None.  When every stage that sees a
-type watches it, the chain offers the relay a *lane* for that type
-(:attr:`Chain.on_lane`): the relay then forwards those frames as they came,
-without an :class:`Event`, calling the watchers on the way -- the audio
-appends and deltas that are nearly all of a conversation's frames.
+event as it came off the wire (``fn(data: bytes)``, UTF-8 JSON: no change to
+the event and no action on the session but ``s.rechain()``, which sends the
+type back through the full path from the next event on), or None.  When
+every stage that sees a type watches it, the chain offers the relay a *lane*
+for that type (:attr:`Chain.on_lane`): the relay then forwards those frames
+as they came, without an :class:`Event`, calling the watchers on the way --
+the audio appends and deltas that are nearly all of a conversation's frames.
 """
 
 from __future__ import annotations

@@ -9,6 +9,10 @@
   The relay then reads the upstream until the cancelled response reports its
   usage, so that is billed too: a session overspends by at most the response
   in flight.  A ``response.create`` sent after that point is not forwarded.
+  Deltas may take the relay's lanes: the stage watches them (a check, no
+  action) and, once over the quota, sends them back through the full path
+  (``s.rechain()``), where the next one -- or the next tick -- stops the
+  session.
 * **Maximum duration** and **idle timeout** (no client event, and no response
   in flight, for that long): an ``error`` naming the limit, then close 1008.
 
@@ -36,6 +40,10 @@ _QUOTA_EVENTS = frozenset({"response.created", "response.done", "response.output
                            "conversation.item.input_audio_transcription.completed"})
 
 
+#: the ones of them that stream (one per chunk of output): watched on lanes
+_DELTAS = frozenset(t for t in _QUOTA_EVENTS if t.endswith(".delta"))
+
+
 def _seconds(v: float) -> str:
     return f"{v:g} s"
 
@@ -51,6 +59,8 @@ class LimitsStage:
         self.last_done = self.started
         self.stopping = False
         self._quota_seen = self._has_quota()
+        self._over = False               # a watched delta found the quota used up
+        self._s: Session | None = None
 
     def _has_quota(self) -> bool:
         bal = self.balance
@@ -58,6 +68,7 @@ class LimitsStage:
 
     def on_open(self, s: Session) -> None:
         self.started = self.last_done = time.monotonic()
+        self._s = s
 
     # ---- events ----------------------------------------------------------------------
 
@@ -85,6 +96,16 @@ class LimitsStage:
         # quota set while the session runs is noticed by the next tick
         return t == "response.done" or (t in _QUOTA_EVENTS and self._quota_seen)
 
+    def watch_server(self, t: str, s: Session):
+        if t in _DELTAS and not (self._over or self.stopping):
+            return self._watch_delta
+        return None
+
+    def _watch_delta(self, data: bytes) -> None:
+        if self._over_quota():
+            self._over = True
+            self._s.rechain()  # type: ignore[union-attr] - the full path acts on the next
+
     def on_tick(self, now: float, s: Session) -> None:
         if self.stopping:
             return
@@ -106,12 +127,15 @@ class LimitsStage:
     # ---- quota -----------------------------------------------------------------------
 
     def _check_quota(self, s: Session) -> None:
+        if self._over_quota():
+            self._out_of_quota(s)
+
+    def _over_quota(self) -> bool:
         bal = self.balance
         if bal is None or bal.quota_nanos is None:
-            return
+            return False
         left = bal.remaining()
-        if left <= 0 or (self.meter.inflight and left - self.meter.estimate_nanos() <= 0):
-            self._out_of_quota(s)
+        return left <= 0 or bool(self.meter.inflight and left - self.meter.estimate_nanos() <= 0)
 
     def _out_of_quota(self, s: Session) -> None:
         self.meter.cancel_inflight(s)
