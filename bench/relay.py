@@ -230,7 +230,8 @@ def openopen8_source(ref: str, run_dir: Path) -> Path:
 
 
 def setup_openopen8(upstream_http: str, run_dir: Path, name: str = "openopen8",
-                    src: Path = ROOT, extra_env: dict[str, str] | None = None) -> Target:
+                    src: Path = ROOT, extra_env: dict[str, str] | None = None,
+                    token_args: list[str] | None = None) -> Target:
     """A real `openopen8 serve` (this checkout, or ``src``), a token and a channel."""
     t = Target(name)
     slug = "".join(c if c.isalnum() else "_" for c in name)
@@ -244,8 +245,9 @@ def setup_openopen8(upstream_http: str, run_dir: Path, name: str = "openopen8",
     t.info["env"] = extra_env or {}
     cli = [sys.executable, "-m", "openopen8.cli"]
     try:
-        out = subprocess.run([*cli, "tokens", "create", "bench", "--json"], env=env, cwd=src,
-                             capture_output=True, text=True, timeout=120, check=True)
+        out = subprocess.run([*cli, "tokens", "create", "bench", "--json", *(token_args or [])],
+                             env=env, cwd=src, capture_output=True, text=True, timeout=120,
+                             check=True)
         secret = json.loads(out.stdout.strip().splitlines()[-1])["secret"]
         subprocess.run([*cli, "channels", "add", "standin", "--type", "openai", "--key", "sk-bench",
                         "--base-url", upstream_http + "/v1", "--models", MODEL],
@@ -556,6 +558,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--openopen8-env", action="append", default=[], metavar="NAME:K=V[,K=V]",
                     help="also run this checkout with extra environment, as target "
                     "openopen8[NAME] (repeatable), e.g. hb0:OPENOPEN8_HEARTBEAT=0")
+    ap.add_argument("--openopen8-quota", metavar="USD",
+                    help="also run this checkout with a quota of USD on the bench token, as "
+                    "target openopen8[quota]: the limits stage then checks every delta")
     ap.add_argument("--skip-litellm", action="store_true", help="do not install or run LiteLLM")
     ap.add_argument("--litellm-venv", type=Path, default=BENCH / ".venv-litellm",
                     help="virtual environment for LiteLLM (created on first use)")
@@ -619,6 +624,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         vname, _, kvs = spec.partition(":")
         env = dict(kv.split("=", 1) for kv in kvs.split(",") if kv)
         a.variants[f"openopen8[{vname}]"] = {"env": env}
+    if a.openopen8_quota:
+        a.variants["openopen8[quota]"] = {"env": {}, "token_args": ["--quota-usd",
+                                                                   a.openopen8_quota]}
     at = names.index("openopen8") + 1 if "openopen8" in names else len(names)
     names = names[:at] + list(a.variants) + names[at:]
     a.target_names = names
@@ -678,7 +686,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                     t = setup_openopen8(up_http, run_dir, name, src=src)
                     t.info["commit"] = _git("rev-parse", "--short", v["ref"])
                     return t
-                return setup_openopen8(up_http, run_dir, name, extra_env=v["env"])
+                return setup_openopen8(up_http, run_dir, name, extra_env=v["env"],
+                                       token_args=v.get("token_args"))
             return setup_litellm(up_http, run_dir, a.litellm_venv, a.litellm_spec)
 
         log(f"starting {', '.join(a.target_names)} …")
@@ -911,6 +920,7 @@ def _fmt(v: Any, spec: str = ".2f", none: str = "—") -> str:
 def report(result: dict) -> None:
     try:
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
     except ImportError:  # pragma: no cover
         Console = Table = None
@@ -960,9 +970,9 @@ def report(result: dict) -> None:
                               ("Ratios", ("ratio", "value"), ratio_rows)):
             tb = Table(title=title)
             for h in hd:
-                tb.add_column(h, overflow="fold")
-            for r in rs:
-                tb.add_row(*r)
+                tb.add_column(escape(h), overflow="fold")
+            for r in rs:   # escaped: a variant is named openopen8[NAME], not a style tag
+                tb.add_row(*map(escape, r))
             con.print(tb)
     else:
         for hd, rs in ((head, rows), (lat_head, lat_rows), (("ratio", "value"), ratio_rows)):

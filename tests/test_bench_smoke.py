@@ -70,3 +70,19 @@ def test_relay_benchmark_quick(tmp_path: Path) -> None:
     ratios = data["summary"]["ratios"]
     assert _positive(ratios["cpu_openopen8_over_bare"])
     assert _positive(ratios["cpu_openopen8_over_bare-aiohttp"])
+
+
+def test_relay_benchmark_quota_variant(tmp_path: Path) -> None:
+    """``--openopen8-quota`` runs a second gateway whose token has a quota."""
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "relay.py"), "--quick", "--skip-litellm",
+         "--targets", "openopen8", "--openopen8-quota", "1", "--phases", "cpu",
+         "--json", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["targets"]["openopen8[quota]"]["ok"], data["targets"]
+    assert _positive(data["summary"]["targets"]["openopen8[quota]"]["cpu_s_per_10k_rt"])
+    assert "openopen8[quota]" in proc.stdout          # the report names it (rich markup escaped)
