@@ -149,18 +149,10 @@ class WsEndpoint(WSListener):
     def on_ws_frame(self, transport: Any, frame: Any) -> None:
         mt = frame.msg_type
         if mt == _TEXT and frame.fin and self._frag is None:
-            lanes = self._lanes
-            if not lanes.lengths:
-                try:
-                    text = frame.get_payload_as_utf8_text()
-                except UnicodeDecodeError:
-                    self._fail(1007, "invalid UTF-8 in a text frame")
-                    return
-                self._on_event(wire_event(text))
-                return
             # a lane takes the frame's bytes as they came: not decoded, not
             # encoded again to be sent (ASCII is valid UTF-8)
             data = frame.get_payload_as_bytes()
+            lanes = self._lanes
             by_head = lanes.by_head
             for n in lanes.lengths:
                 lane = by_head.get(data[:n])
