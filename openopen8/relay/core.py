@@ -144,18 +144,10 @@ class Relay:
         """The chain says every stage that sees ``t`` (one way) only watches it."""
         if self._ending:
             return
-        if not watchers:
-            watch = None
-        elif len(watchers) == 1:
-            watch = watchers[0]
-        else:
-            def watch(data: bytes) -> None:
-                for w in watchers:
-                    w(data)
         if up:
-            self._lanes_up.open(t, watch, self.upstream)
+            self._lanes_up.open(t, watchers, self.upstream)
         else:
-            self._lanes_down.open(t, watch, self.client)
+            self._lanes_down.open(t, watchers, self.client)
 
     def _lane_failed(self) -> None:
         log.exception("relay %s failed watching an event", self.s.id)

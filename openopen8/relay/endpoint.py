@@ -15,9 +15,9 @@ relay cannot tell them apart.
 
 Between two WebSockets the relay may also open :class:`Lanes`, handed to
 :meth:`WsEndpoint.attach`.  A text frame whose type has a lane is given to
-the lane's ``watch(data)`` (None: nothing watches it) and written to the
-lane's destination endpoint as the bytes it arrived as: no :class:`Event`,
-no decoding, no call into the relay.  The endpoint counts those frames
+the lane's watchers (``watch(data)``, often one, maybe none) and written to
+the lane's destination endpoint as the bytes it arrived as: no
+:class:`Event`, no decoding, no call into the relay.  The endpoint counts those frames
 (:attr:`WsEndpoint.lane_events`, :attr:`WsEndpoint.lane_bytes`).
 """
 
@@ -56,7 +56,7 @@ def _heads(t: str) -> list[bytes]:
 
 
 class Lanes:
-    """The lanes of one direction: event type -> ``(watch, destination)``.
+    """The lanes of one direction: event type -> ``(watchers, destination)``.
 
     Written by the relay alone, read by the endpoint on every frame.  A lane
     is found by the frame's first bytes, ``{"type":"<type>"`` (or the Python
@@ -69,9 +69,9 @@ class Lanes:
         self.by_head: dict[bytes, tuple[Any, Any]] = {}
         self.lengths: tuple[int, ...] = ()
 
-    def open(self, t: str, watch: Callable[[bytes], None] | None, dest: Any) -> None:
+    def open(self, t: str, watchers: tuple[Callable[[bytes], None], ...], dest: Any) -> None:
         for head in _heads(t):
-            self.by_head[head] = (watch, dest)
+            self.by_head[head] = (watchers, dest)
         self.lengths = tuple(sorted({len(h) for h in self.by_head}))
 
     def clear(self) -> None:
@@ -159,15 +159,15 @@ class WsEndpoint(WSListener):
                 if lane is not None:
                     if not data.isascii():
                         break
-                    watch, dest = lane
+                    watchers, dest = lane
                     self.lane_events += 1
                     self.lane_bytes += len(data)
-                    if watch is not None:
-                        try:
+                    try:
+                        for watch in watchers:
                             watch(data)
-                        except Exception:  # noqa: BLE001 - as on the relay's own path
-                            self._on_lane_error()
-                            return
+                    except Exception:  # noqa: BLE001 - as on the relay's own path
+                        self._on_lane_error()
+                        return
                     dest.wire_send(_TEXT, data)
                     return
             self._deliver_text(data)

@@ -102,7 +102,13 @@ class LimitsStage:
         return None
 
     def _watch_delta(self, data: bytes) -> None:
-        if self._over_quota():
+        # _over_quota, inlined: this runs per delta
+        bal = self.balance
+        quota = bal.quota_nanos
+        if quota is None:
+            return
+        left = quota - bal.spent_nanos - bal.pending_nanos
+        if left <= 0 or (self.meter.inflight and left <= self.meter.estimate_nanos()):
             self._over = True
             self._s.rechain()  # type: ignore[union-attr] - the full path acts on the next
 
