@@ -17,8 +17,8 @@ Between two WebSockets the relay may also open :class:`Lanes`, handed to
 :meth:`WsEndpoint.attach`.  A text frame whose type has a lane is given to
 the lane's watchers (``watch(data)``, often one, maybe none) and written to
 the lane's destination endpoint as the bytes it arrived as: no
-:class:`Event`, no decoding, no call into the relay.  The endpoint counts those frames
-(:attr:`WsEndpoint.lane_events`, :attr:`WsEndpoint.lane_bytes`).
+:class:`Event`, no decoding, no call into the relay.  The endpoint counts
+those frames (:attr:`WsEndpoint.lane_events`, :attr:`WsEndpoint.lane_bytes`).
 """
 
 from __future__ import annotations
