@@ -102,6 +102,23 @@ class VadStream(Protocol):
         """Speech probability (0..1) for every complete frame now available."""
 
 
+class Framer:
+    """Cuts a stream of samples into whole frames of ``n``, keeping what is
+    left over for the next call (every VAD stream does this)."""
+
+    def __init__(self, n: int, dtype: Any) -> None:
+        self.n = n
+        self._rest = np.zeros(0, dtype=dtype)
+
+    def push(self, x: np.ndarray) -> np.ndarray:
+        """The complete frames now available, shape ``(frames, n)``."""
+        n = self.n
+        data = np.concatenate([self._rest, x]) if self._rest.size else x
+        full = data.size // n
+        self._rest = data[full * n:].copy()
+        return data[: full * n].reshape(full, n)
+
+
 class Vad(Protocol):
     name: str
 

@@ -13,7 +13,8 @@ from typing import Any, AsyncIterator, Callable
 
 import numpy as np
 
-from .base import LlmChunk, LlmRequest, LlmStats, ToolCall, Transcript, TTS_RATE, VAD_RATE
+from .base import (Framer, LlmChunk, LlmRequest, LlmStats, ToolCall, Transcript, TTS_RATE,
+                   VAD_RATE)
 
 
 class EnergyVadStream:
@@ -21,16 +22,12 @@ class EnergyVadStream:
 
     def __init__(self, level: float) -> None:
         self._level = level
-        self._rest = np.zeros(0, dtype=np.int16)
+        self._framer = Framer(VAD_RATE * self.frame_ms // 1000, np.int16)
 
     async def probabilities(self, pcm16k: np.ndarray) -> list[float]:
-        n = VAD_RATE * self.frame_ms // 1000
-        data = np.concatenate([self._rest, pcm16k]) if self._rest.size else pcm16k
-        full = data.size // n
-        self._rest = data[full * n:].copy()
-        if not full:
+        frames = self._framer.push(pcm16k).astype(np.float32)
+        if not len(frames):
             return []
-        frames = data[: full * n].reshape(full, n).astype(np.float32)
         rms = np.sqrt(np.mean(frames * frames, axis=1))
         return [1.0 if r >= self._level else 0.0 for r in rms]
 
