@@ -54,12 +54,7 @@ class SessionConfig:
         s: dict[str, Any] = {"type": "realtime",
                              "output_modalities": ["text"] if self.text_only else ["audio"],
                              "audio": {"input": a_in, "output": a_out}}
-        if self.instructions is not None:
-            s["instructions"] = self.instructions
-        if self.tools:
-            s["tools"] = self.tools
-            s["tool_choice"] = "auto"
-        return s
+        return self._with_prompt(s)
 
     def _beta(self) -> dict:
         s: dict[str, Any] = {
@@ -74,6 +69,10 @@ class SessionConfig:
             s["input_audio_transcription"] = {"model": self.transcribe}
         if self.voice:
             s["voice"] = self.voice
+        return self._with_prompt(s)
+
+    def _with_prompt(self, s: dict[str, Any]) -> dict[str, Any]:
+        """Instructions and tools: the same fields in both dialects."""
         if self.instructions is not None:
             s["instructions"] = self.instructions
         if self.tools:
