@@ -192,17 +192,21 @@ class Relay:
         s = self.s
         try:
             self.chain.server(ev, s)
+        except Exception:  # noqa: BLE001 - whatever broke, the usage must still be seen
+            log.exception("session %s: a stage failed on an upstream %s event while settling",
+                          s.id, ev.type)
+            self.chain.settle_fallback(ev, s)
+        try:
             if s.to_upstream:
                 out, s.to_upstream = s.to_upstream, []
                 for e in out:
                     self._send_up(e)
-            if self._client_gone:
-                s.to_client.clear()
-            self._maybe_settled()
         except Exception:  # noqa: BLE001
             log.exception("settling session %s failed", s.id)
             self._upstream_gone = True
-            self._maybe_settled()
+        if self._client_gone:
+            s.to_client.clear()
+        self._maybe_settled()
 
     # ------------------------------------------------ endpoint callbacks
 
@@ -310,14 +314,19 @@ class Relay:
         finally:
             if self._tick_handle is not None:
                 self._tick_handle.cancel()
-        outcome = await self._finish(who)
-        self._count_lanes()
-        s.closed_by = outcome.closed_by
-        s.close_code = outcome.client_code
+        # if closing fails (or the task is cancelled again), the session still
+        # ends in the ledger with its usage so far
+        outcome = Outcome("error", INTERNAL, "internal error")
         try:
-            self.chain.close(s)
-        except Exception:  # noqa: BLE001
-            log.exception("stage close hook failed for %s", s.id)
+            outcome = await self._finish(who)
+        finally:
+            self._count_lanes()
+            s.closed_by = outcome.closed_by
+            s.close_code = outcome.client_code
+            try:
+                self.chain.close(s)
+            except Exception:  # noqa: BLE001
+                log.exception("stage close hook failed for %s", s.id)
         return outcome
 
     async def _finish(self, who: str) -> Outcome:
@@ -361,10 +370,13 @@ class Relay:
             await self._settle()
             await upstream.close(NORMAL)
             return Outcome("shutdown", RESTART, "gateway shutting down")
+        # a gateway bug: the client learns it at once; responses in flight are
+        # still cancelled and their usage settled before the upstream goes
         self.client.send(error_event("Internal gateway error.", type="server_error",
                                      code="internal_error"))
-        await upstream.close(NORMAL)
         await client.close(INTERNAL, "internal error")
+        await self._settle()
+        await upstream.close(NORMAL)
         return Outcome("error", INTERNAL, "internal error")
 
     async def _settle(self) -> None:

@@ -32,11 +32,16 @@ the audio appends and deltas that are nearly all of a conversation's frames.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol, Union
 
-from ..events import Event
+import orjson
+
+from ..events import Event, error_event
+
+log = logging.getLogger("openopen8.relay")
 
 Forward = Union[Event, list[Event], None]
 
@@ -164,6 +169,15 @@ def _pass(ev: Event, s: Session, hooks: tuple, stages: list[Any],
     return cur
 
 
+def _event_id(ev: Event) -> str | None:
+    """The client's ``event_id`` of an event, if it has a readable one."""
+    try:
+        eid = ev.data.get("event_id") if ev.invalid is None else None
+    except Exception:  # noqa: BLE001 - not JSON, not a dict...
+        return None
+    return eid if isinstance(eid, str) else None
+
+
 def _sees(stage: Any, attr: str, t: str | None, s: Session) -> bool:
     fn = getattr(stage, attr, None)
     return True if fn is None else bool(fn(t, s))
@@ -248,13 +262,30 @@ class Chain:
         return out if out.__class__ is list else [out]  # type: ignore[return-value]
 
     def pass_client(self, ev: Event, s: Session) -> Event | list[Event]:
-        """``ev`` through the ``on_client`` of every stage that sees its type."""
+        """``ev`` through the ``on_client`` of every stage that sees its type.
+
+        A client event never ends the session by making a stage fail: text
+        that is not JSON (found when a stage parses it) is answered with
+        ``invalid_json``, as OpenAI answers it; any other exception is a
+        gateway bug -- logged with its traceback -- and the client is told
+        the event was not processed.  Either way the event is dropped and
+        the session goes on."""
         if s is not self._s:
             self._bind(s)
-        hooks = self._up.get(ev.type)
-        if hooks is None:
-            hooks = self._hooks(ev.type, s, True)
-        return _pass(ev, s, hooks, self.stages, "on_client") if hooks else ev
+        try:
+            hooks = self._up.get(ev.type)
+            if hooks is None:
+                hooks = self._hooks(ev.type, s, True)
+            return _pass(ev, s, hooks, self.stages, "on_client") if hooks else ev
+        except orjson.JSONDecodeError as exc:
+            s.reply(error_event(f"The event is not valid JSON ({exc}).", code="invalid_json"))
+        except Exception:  # noqa: BLE001 - a stage's bug must not end the session
+            log.exception("session %s: a stage failed on a client %s event", s.id, ev.type)
+            s.reply(error_event(
+                f"The gateway could not process this {ev.type!s} event (an internal error, "
+                "logged); it was not forwarded. The session continues.",
+                type="server_error", code="event_not_processed", event_id=_event_id(ev)))
+        return []
 
     def pass_server(self, ev: Event, s: Session) -> Event | list[Event]:
         """``ev`` through ``on_server`` of the stages that see it, nearest the upstream first."""
@@ -284,6 +315,18 @@ class Chain:
 
     def awaiting(self, s: Session) -> bool:
         return any(st.awaiting_upstream(s) for st in self.waiters)
+
+    def settle_fallback(self, ev: Event, s: Session) -> None:
+        """While settling, an upstream event the chain failed on still goes to
+        the stages that wait for the upstream (metering, which knows both
+        dialects' names), each on its own: a bug elsewhere must not cost a
+        response's usage."""
+        for st in self.waiters:
+            try:
+                st.on_server(ev, s)
+            except Exception:  # noqa: BLE001
+                log.exception("session %s: %s failed on an upstream %s event", s.id,
+                              getattr(st, "name", st), ev.type)
 
     def close(self, s: Session) -> None:
         for st in self.stages:
