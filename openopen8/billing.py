@@ -11,6 +11,12 @@ rate and the cached part at the cached rate -- never both.
 
 A model without a price is never free: it is priced by an explicit fallback
 price and the ledger row says so (``fallback``), which reports show.
+
+What the built-in local engine serves is priced by the *channel*, not by
+names: a session on a ``local`` channel pays ``openopen8-local``'s price (zero
+unless the operator sets one) for every record, whatever model name the
+client wrote in its settings (``gpt-4o-mini-transcribe`` for transcription,
+say) -- a name the client chose must not turn offline work into a charge.
 """
 
 from __future__ import annotations
@@ -84,6 +90,9 @@ def _p(text_in, cached_text_in, text_out, audio_in, cached_audio_in, audio_out,
                  image_in=d(image_in or text_in), cached_image_in=d(cached_image_in or cached_text_in))
 
 
+#: the model whose price every record of a local channel (the built-in engine) pays
+LOCAL_MODEL = "openopen8-local"
+
 #: Shipped prices, USD per 1M tokens, from OpenAI's model pages
 #: (https://developers.openai.com/api/docs/models/<model>, read 2026):
 #: text in / cached / out, audio in / cached / out, image in / cached.
@@ -102,7 +111,7 @@ DEFAULT_PRICES: dict[str, Price] = {
     "gpt-realtime-whisper": Price(per_minute=Decimal("0.017"), duration_only=True),
     # the built-in local engine costs the operator nothing upstream; an explicit zero price
     # (overridable), so it is never "priced by fallback"
-    "openopen8-local": Price(per_minute=_ZERO),   # zero for tokens and for minutes
+    LOCAL_MODEL: Price(per_minute=_ZERO),   # zero for tokens and for minutes
 }
 
 #: What an unknown model costs unless configured: the dearest shipped realtime rates
@@ -221,9 +230,12 @@ class PriceTable:
         except (ValueError, ArithmeticError) as exc:
             raise ValueError(f"fallback_price: {exc}") from None
 
-    def lookup(self, model: str | None) -> tuple[Price, bool]:
+    def lookup(self, model: str | None, *, local: bool = False) -> tuple[Price, bool]:
         """(price, priced_by_fallback) for a model; a dated snapshot
-        (``NAME-YYYY-MM-DD``) takes the price of ``NAME``."""
+        (``NAME-YYYY-MM-DD``) takes the price of ``NAME``.  ``local``: the
+        session runs on the built-in engine, whose price ignores ``model``."""
+        if local:
+            return self.prices[LOCAL_MODEL], False
         if model:
             p = self.prices.get(model)
             if p is None:
@@ -233,11 +245,11 @@ class PriceTable:
                 return p, False
         return self.fallback, True
 
-    def cost(self, model: str | None, t: Tokens) -> tuple[int, bool]:
+    def cost(self, model: str | None, t: Tokens, *, local: bool = False) -> tuple[int, bool]:
         """(nanos, priced_by_fallback).  A record in units the model has no
         rate for (seconds for a per-token model, tokens for a per-minute one)
-        falls back as well, flagged."""
-        p, fb = self.lookup(model)
+        falls back as well, flagged.  ``local``: see :meth:`lookup`."""
+        p, fb = self.lookup(model, local=local)
         if (t.seconds and p.per_minute is None) or (t.total and p.duration_only):
             p, fb = self.fallback, True
         return cost_nanos(t, p), fb

@@ -245,7 +245,7 @@ class LocalEndpoint:
                     tr = None
             if tr is None:
                 tr = await self.b.stt.transcribe(pcm)  # type: ignore[arg-type]
-            self.call(self.session.transcribed, item, tr.text, tr.seconds)
+            self.call(self.session.transcribed, item, tr.text, tr.seconds, self.b.stt.name)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - reported as transcription.failed

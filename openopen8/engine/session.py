@@ -740,7 +740,11 @@ class EngineSession:
 
     # -------------------------------------------------------- transcription
 
-    def transcribed(self, item: Item, text: str, seconds: float) -> None:
+    def transcribed(self, item: Item, text: str, seconds: float,
+                    model: str | None = None) -> None:
+        """STT of ``item`` ended; ``model`` names the model that ran, which the
+        ``completed`` event's usage carries (OpenAI's SDK types keep an extra
+        field), so the ledger names it rather than the model the client asked for."""
         item.stt_text = text
         item.stt_pending = False
         item.pcm16k = None
@@ -750,7 +754,8 @@ class EngineSession:
                         "item_id": item.id, "content_index": 0, "delta": text})
             self._emit({"type": "conversation.item.input_audio_transcription.completed",
                         "item_id": item.id, "content_index": 0, "transcript": text,
-                        "usage": {"type": "duration", "seconds": round(seconds, 3)}})
+                        "usage": {"type": "duration", "seconds": round(seconds, 3),
+                                  **({"model": model} if model else {})}})
 
     def transcription_failed(self, item: Item, message: str) -> None:
         item.stt_text = ""

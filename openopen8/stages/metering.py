@@ -103,7 +103,7 @@ class MeteringStage:
     __slots__ = ("sink", "prices", "token_id", "in_bps", "out_bps", "transcriber",
                  "_in_chars", "_in_mark", "_out_chars", "_out_mark", "_in_done", "_out_done",
                  "inflight", "cancelled", "_flight_mark", "flight_text_deltas",
-                 "last_input_nanos", "_seen", "_channel", "_price_per_token")
+                 "last_input_nanos", "_seen", "_channel", "_local", "_price_per_token")
 
     def __init__(self, sink: Sink, prices: PriceTable, token_id: int) -> None:
         self.sink = sink
@@ -129,13 +129,16 @@ class MeteringStage:
         self.last_input_nanos = 0
         self._seen: set[tuple[str, str]] = set()
         self._channel: str | None = None
+        #: the built-in engine serves the session: its price, whatever names the usage carries
+        self._local = False
         self._price_per_token: tuple[float, float] = (0.0, 0.0)   # audio out, text out (nanos)
 
     # ---- hooks --------------------------------------------------------------------
 
     def on_open(self, s: Session) -> None:
         self._channel = getattr(s.channel, "name", None)
-        p, _ = self.prices.lookup(s.model)
+        self._local = getattr(s.channel, "type", None) == "local"
+        p, _ = self.prices.lookup(s.model, local=self._local)
         self._price_per_token = (float(p.audio_out) * 1000, float(p.text_out) * 1000)
         self.sink.opened(s.id, self._channel)
 
@@ -304,8 +307,8 @@ class MeteringStage:
         tokens = parse_usage(resp.get("usage"))
         if tokens is None or not self._first("response", rid):
             return
-        cost, fallback = self.prices.cost(s.model, tokens)
-        price, _ = self.prices.lookup(s.model)
+        cost, fallback = self.prices.cost(s.model, tokens, local=self._local)
+        price, _ = self.prices.lookup(s.model, local=self._local)
         self.last_input_nanos = cost_nanos(Tokens(
             input_text=tokens.input_text, input_audio=tokens.input_audio,
             input_image=tokens.input_image, cached_text=tokens.cached_text,
@@ -324,8 +327,10 @@ class MeteringStage:
         ref = f"{d.get('item_id')}/{d.get('content_index', 0)}"
         if not self._first("transcription", ref):
             return
-        model = self.transcriber or UNKNOWN_TRANSCRIBER
-        cost, fallback = self.prices.cost(model, tokens)
+        # the model that ran, if the upstream names it (the local engine does), else the configured one
+        ran = d["usage"].get("model")
+        model = ran if isinstance(ran, str) and ran else self.transcriber or UNKNOWN_TRANSCRIBER
+        cost, fallback = self.prices.cost(model, tokens, local=self._local)
         self.sink.record(UsageRow(
             session_id=s.id, kind="transcription", ref=ref, token_id=self.token_id,
             model=model, tokens=tokens, cost_nanos=cost, fallback=fallback,
