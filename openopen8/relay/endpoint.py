@@ -147,6 +147,11 @@ class WsEndpoint(WSListener):
         self.wire_send = transport.send
 
     def on_ws_frame(self, transport: Any, frame: Any) -> None:
+        if frame.rsv1:
+            # no extension is negotiated, so a set reserved bit is a protocol
+            # error (RFC 6455 5.2); picows reports RSV1 and leaves it to us
+            self._fail(1002, "reserved bit RSV1 set without a negotiated extension")
+            return
         mt = frame.msg_type
         if mt == _TEXT and frame.fin and self._frag is None:
             # a lane takes the frame's bytes as they came: not decoded, not
