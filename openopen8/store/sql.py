@@ -4,6 +4,7 @@ Alembic migrations applied on open."""
 from __future__ import annotations
 
 import asyncio
+import os
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -29,6 +30,18 @@ def async_url(url: str) -> str:
         if url.startswith(plain):
             return driver + url[len(plain):]
     return url
+
+
+def _private_file(path: Path) -> None:
+    """Create a new SQLite database file readable by its owner only (0600,
+    like ``secret.key``: it holds token hashes and encrypted upstream keys);
+    SQLite gives its -wal and -shm files the same mode.  A new data
+    directory is made 0700.  Existing files keep the mode they have."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -96,7 +109,7 @@ class SqlStore(LedgerOps):
         if aurl.startswith("sqlite"):
             path = aurl.split(":///", 1)[1]
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                _private_file(Path(path))
         else:
             kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
         engine = create_async_engine(aurl, **kwargs)
