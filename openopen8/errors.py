@@ -21,9 +21,12 @@ class GatewayError(Exception):
     close_code = 1008
 
     def __init__(self, message: str, *, code: str | None = None, status: int | None = None,
-                 param: str | None = None, type: str | None = None) -> None:
+                 param: str | None = None, type: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        #: extra response headers of the refusal (e.g. 426's ``Sec-WebSocket-Version``)
+        self.headers = headers
         if code is not None:
             self.code = code
         if status is not None:

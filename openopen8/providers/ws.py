@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
+from typing import Any
 
 from picows import WSError, WSHandshakeError, ws_connect
 
@@ -51,14 +53,54 @@ def _kind_for_status(status: int) -> str:
     return "rejected"
 
 
+class _Sockets:
+    """The socket a connect uses, made here so that a cancelled connect can
+    shut it down.  (picows' ``ws_connect`` leaves the connection open when it
+    is cancelled while waiting for the handshake -- until its own handshake
+    timeout fires -- so a client that hangs up would otherwise keep an
+    upstream connection for up to ``connect_timeout``.)"""
+
+    def __init__(self) -> None:
+        self.sock: socket.socket | None = None
+
+    async def __call__(self, parsed: Any) -> socket.socket:
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(parsed.host, parsed.port, type=socket.SOCK_STREAM)
+        error: OSError = OSError(f"no address for {parsed.host}")
+        for family, kind, proto, _, addr in infos:
+            sock = socket.socket(family, kind, proto)
+            sock.setblocking(False)
+            self.sock = sock
+            try:
+                await loop.sock_connect(sock, addr)
+                return sock
+            except OSError as exc:
+                error = exc
+                sock.close()
+            except BaseException:
+                sock.close()
+                raise
+        raise error
+
+    def shut(self) -> None:
+        """End the connection under whatever owns the socket now (its
+        transport then sees the end and closes)."""
+        if self.sock is not None:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
 async def open_ws(url: str, headers: dict[str, str], timeout: float) -> WsEndpoint:
     ep: WsEndpoint | None = None
+    sockets = _Sockets()
     try:
         async with asyncio.timeout(timeout):
             _, ep = await ws_connect(
                 WsEndpoint, url, extra_headers=headers, max_frame_size=MAX_FRAME,
                 websocket_handshake_timeout=timeout, logger_name=_LOG, max_redirects=0,
-                read_buffer_init_size=READ_BUFFER,
+                read_buffer_init_size=READ_BUFFER, socket_factory=sockets,
                 ssl_context=_tls() if url.startswith("wss:") else None)
             first = await ep.wait_early(1)
             if first is not None and first.type == "error":
@@ -68,9 +110,16 @@ async def open_ws(url: str, headers: dict[str, str], timeout: float) -> WsEndpoi
                         await ep.wait_early(2)
                 except TimeoutError:
                     pass
+    except asyncio.CancelledError:
+        # the client hung up (or the server stops) mid-handshake: leave nothing open
+        if ep is not None and ep.t is not None:
+            ep.t.disconnect()
+        sockets.shut()
+        raise
     except TimeoutError:
         if ep is not None:
             await ep.close(1000)
+        sockets.shut()
         raise UpstreamError("timeout", f"no answer from the upstream within {timeout:g} s") from None
     except WSHandshakeError as exc:
         status = getattr(getattr(exc, "response", None), "status", None)

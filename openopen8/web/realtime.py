@@ -27,25 +27,37 @@ from .front import FrontDoor, Head
 log = logging.getLogger("openopen8.session")
 
 
-def _refuse(door: FrontDoor, exc: GatewayError) -> None:
+def _refuse(door: FrontDoor, exc: GatewayError, model: str = "", token=None) -> None:
+    """Answer with the refusal and log one line an operator can act on:
+    status, code, model, client address, token name when known -- never the
+    secret (client-written values are quoted and cut short)."""
     metrics.REFUSALS.labels(str(exc.status), str(exc.code)).inc()
-    door.refuse(exc.status, exc.body())
+    log.info("refused %d %s: model=%s peer=%s token=%s", exc.status, exc.code, _quoted(model),
+             door.peer, token.name if token is not None else "-")
+    door.refuse(exc.status, exc.body(), exc.headers)
+
+
+def _quoted(value: str, limit: int = 80) -> str:
+    return repr(value[:limit]) if value else "-"
 
 
 async def realtime(gw, door: FrontDoor, head: Head) -> None:
     query = head.query
+    model = query.get("model", "").strip()
+    token = None
     try:
+        # the request's shape first: nothing is looked up for a request
+        # that cannot be upgraded
+        problem = head.upgrade_problem()
+        if problem is not None:
+            raise problem
         token = await gw.authenticate(head.headers, query)
-        model = query.get("model", "").strip()
         if not model:
             raise GatewayError("Missing required parameter: 'model'.", code="missing_model",
                                param="model")
         if not token.allows(model):
             raise GatewayError(f"This gateway token may not use the model {model}.",
                                code="model_not_allowed", status=403)
-        if not head.is_websocket_upgrade():
-            raise GatewayError("This endpoint needs a WebSocket upgrade.", code="upgrade_required",
-                               status=426)
         candidates = await gw.router.check(model)
         await gw.admit(token, model)
         beta = wants_beta(head.headers)
@@ -59,29 +71,28 @@ async def realtime(gw, door: FrontDoor, head: Head) -> None:
                     s.facts[f"{side}_rate"] = parse_rate_hint(hint)
                 except ValueError as exc:
                     raise GatewayError(str(exc), code="invalid_value", param=f"{side}_rate") from None
+        if door.lost:       # hung up while its token was looked up: no session, no upstream
+            log.info("abandoned before admission: peer=%s token=%s", door.peer, token.name)
+            return
         # quota, concurrency and rate limits: checked and the session recorded in one
         # transaction (a reservation, not a check: undone below if the session never starts)
         s.facts["grant"] = await gw.ledger.admit(s)
     except GatewayError as exc:
-        _refuse(door, exc)
+        _refuse(door, exc, model, token)
         return
-    try:
-        req = ConnectRequest(model=model, session_id=s.id, client_dialect=s.client_dialect)
-        t0 = time.monotonic()
-        channel, provider, upstream = await gw.router.connect(req, candidates)
-        metrics.CONNECT_SECONDS.observe(time.monotonic() - t0)
-    except BaseException as exc:
-        await gw.ledger.abandon(s)
-        if isinstance(exc, GatewayError):
-            _refuse(door, exc)
-            return
-        raise
+    req = ConnectRequest(model=model, session_id=s.id, client_dialect=s.client_dialect)
+    t0 = time.monotonic()
+    opened = await _connect_unless_hung_up(gw, door, s, req, candidates)
+    if opened is None:
+        return
+    metrics.CONNECT_SECONDS.observe(time.monotonic() - t0)
+    channel, provider, upstream = opened
 
     s.channel = channel
     s.upstream_dialect = provider.dialect
     client = WsEndpoint()
     subprotocol = "realtime" if "realtime" in offered_subprotocols(head.headers) else None
-    if not door.upgrade(client, subprotocol):   # client vanished, or a bad upgrade request
+    if not door.upgrade(client, subprotocol, head):   # the client vanished
         await upstream.close(1000)
         await gw.ledger.abandon(s)
         return
@@ -103,3 +114,38 @@ async def realtime(gw, door: FrontDoor, head: Head) -> None:
     log.info("session %s closed by %s: code=%s events=%d/%d (lanes %d/%d) bytes=%d/%d", s.id,
              outcome.closed_by, outcome.client_code, s.events_in, s.events_out, s.lane_in,
              s.lane_out, s.bytes_in, s.bytes_out)
+
+
+async def _connect_unless_hung_up(gw, door: FrontDoor, s: Session, req: ConnectRequest,
+                                  candidates):
+    """Open the upstream -- unless the client hangs up first, which cancels
+    the connect.  None when no session is to run (refused, or hung up); the
+    session's reserved row is dropped then."""
+    connect = asyncio.ensure_future(gw.router.connect(req, candidates))
+    try:
+        if not connect.done():
+            await asyncio.wait((connect, door.hung_up), return_when=asyncio.FIRST_COMPLETED)
+        if connect.done():
+            return connect.result()
+        log.info("abandoned during the upstream connect: peer=%s token=%s", door.peer,
+                 s.token.name)
+        raise _HungUp
+    except BaseException as exc:
+        if not connect.done():
+            connect.cancel()
+        try:
+            *_, upstream = await connect
+            await upstream.close(1000)       # opened all the same: not used
+        except BaseException:  # noqa: BLE001 - cancelled or failed: nothing is open
+            pass
+        await gw.ledger.abandon(s)
+        if isinstance(exc, GatewayError):
+            _refuse(door, exc, s.model, s.token)
+            return None
+        if isinstance(exc, _HungUp):
+            return None
+        raise
+
+
+class _HungUp(Exception):
+    pass
