@@ -12,6 +12,7 @@ from .auth import find_token, hash_secret
 from .billing import PriceTable
 from .crypto import SecretBox, server_secret
 from .errors import AuthError
+from .instance import Instance
 from .ledger import Ledger
 from .providers.routing import Router
 from .settings import Settings
@@ -46,6 +47,7 @@ class Gateway:
     admission: list[Admission] = field(default_factory=list)
     #: stage factories, in chain order; see openopen8.pipeline
     extras: dict[str, Any] = field(default_factory=dict)
+    instance: Instance | None = None
 
     @classmethod
     async def start(cls, settings: Settings) -> "Gateway":
@@ -55,12 +57,22 @@ class Gateway:
         router = Router(store, box, timeout=settings.connect_timeout,
                         refresh_seconds=settings.refresh_seconds,
                         local_factory=local_factory(settings))
+        instance = Instance.of(settings.data_dir)
         ledger = Ledger(store, prices, flush_seconds=settings.ledger_flush_seconds,
+                        commit_seconds=settings.ledger_commit_seconds,
                         lease_seconds=settings.lease_seconds,
-                        refresh_seconds=settings.balance_refresh_seconds)
+                        refresh_seconds=settings.balance_refresh_seconds,
+                        instance=instance.name)
+        if instance.sole:   # no earlier process of this gateway runs: what it left open, it left
+            closed = await store.close_orphans(instances_like=instance.gateway_id + ":%",
+                                               keep_instance=instance.name)
+            if closed:
+                log.warning("closed %d session row%s left open by an earlier gateway process "
+                            "that stopped without closing them (closed_by=crash)", closed,
+                            "s" if closed != 1 else "")
         ledger.start()
         return cls(settings=settings, store=store, box=box, router=router,
-                   ledger=ledger)
+                   ledger=ledger, instance=instance)
 
     async def authenticate(self, headers, query) -> TokenRecord:
         secret = find_token(headers, query)
@@ -93,3 +105,5 @@ class Gateway:
     async def close(self) -> None:
         await self.ledger.stop()
         await self.store.close()
+        if self.instance is not None:
+            self.instance.release()

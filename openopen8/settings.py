@@ -72,8 +72,11 @@ class Settings(BaseSettings):
     fallback_price: dict[str, float] = Field(default_factory=dict)
     #: bearer secret for the admin API (/admin/*); unset: the admin API refuses everything
     admin_token: SecretStr | None = None
-    #: how often the ledger writes usage rows (sooner when a session ends)
+    #: how often the ledger's writer wakes for its periodic flush (and retries a failed write)
     ledger_flush_seconds: float = 1.0
+    #: a usage row or session end is committed at most this long after it was recorded
+    #: (a group commit: what comes meanwhile shares the transaction); the crash loss window
+    ledger_commit_seconds: float = 0.05
     #: a session's row counts against max_sessions until its lease runs out
     #: (renewed every lease_seconds/3 by the instance running it)
     lease_seconds: float = 30.0

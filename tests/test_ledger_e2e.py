@@ -351,7 +351,7 @@ async def test_a_client_killed_mid_session_loses_nothing(tmp_path, upstream):
 
 async def test_shutdown_writes_what_is_pending(tmp_path, upstream):
     db = f"sqlite:///{tmp_path / 'stop.db'}"
-    g = await metered(tmp_path, db, upstream, ledger_flush_seconds=60)
+    g = await metered(tmp_path, db, upstream, ledger_flush_seconds=60, ledger_commit_seconds=60)
     secret, token_id = await token(g, "s")
     c = await Client.open(g, secret)
     await text_session(c)

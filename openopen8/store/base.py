@@ -158,6 +158,10 @@ class Store(Protocol):
         token's limits and spend."""
     async def drop_session(self, session_id: str) -> None: ...
     async def renew_leases(self, session_ids: list[str], lease_until: datetime) -> None: ...
+    async def close_orphans(self, *, expired_before: datetime | None = None,
+                            instances_like: str | None = None,
+                            keep_instance: str | None = None) -> int:
+        """Close rows a dead gateway process left open (``closed_by='crash'``)."""
     async def write_ledger(self, rows: list[UsageRow], ends: list[SessionEnd],
                            channels: dict[str, str] | None = None) -> list[Balance]:
         """Insert rows (a row already recorded is skipped), add what was new

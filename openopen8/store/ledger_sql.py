@@ -74,6 +74,28 @@ class LedgerOps:
         async with self.writing() as conn:
             await conn.execute(_S.delete().where(_S.c.id == session_id))
 
+    async def close_orphans(self, *, expired_before: datetime | None = None,
+                            instances_like: str | None = None,
+                            keep_instance: str | None = None) -> int:
+        """Close the session rows a dead gateway process left open
+        (``closed_by = 'crash'``): those whose lease ran out before
+        ``expired_before``, or those of the instances ``LIKE instances_like``
+        but ``keep_instance`` (an earlier process of this gateway, at start-up).
+        ``closed_at`` is the earlier of now and the lease's end.  Returns how
+        many were closed."""
+        now = utcnow()
+        if expired_before is not None:
+            which = _S.c.lease_until < expired_before
+        elif instances_like is not None:
+            which = _S.c.instance.like(instances_like) & (_S.c.instance != keep_instance)
+        else:
+            raise ValueError("expired_before or instances_like")
+        async with self.writing() as conn:
+            res = await conn.execute(update(_S).where(_S.c.closed_at.is_(None), which).values(
+                closed_at=case((_S.c.lease_until < now, _S.c.lease_until), else_=now),
+                closed_by="crash"))
+        return res.rowcount or 0
+
     async def renew_leases(self, session_ids: list[str], lease_until: datetime) -> None:
         """Extend the leases of the sessions an instance is running."""
         ids = sorted(session_ids)

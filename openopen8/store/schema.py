@@ -67,6 +67,7 @@ sessions = Table(
     Column("audio_out_seconds", Float, nullable=False, default=0.0, server_default="0"),
     Index("ix_sessions_token_open", "token_id", "closed_at"),
     Index("ix_sessions_token_opened", "token_id", "opened_at"),
+    Index("ix_sessions_open_lease", "closed_at", "lease_until"),
 )
 
 #: the usage ledger: one row per response.done with usage (kind "response",

@@ -1,0 +1,78 @@
+"""Who this gateway process is, for the session rows it writes.
+
+A session row names the instance running it.  The instance is
+``<gateway id>:<nonce>``: the gateway id is made once per data directory
+(``<data dir>/gateway.id``) and the nonce once per process.  At start-up a
+gateway that holds its data directory's lock (``gateway.lock``, an ``flock``
+the kernel drops when the process dies, however it dies) knows no earlier
+process of it still runs, so every row of ``<gateway id>:*`` still open was
+left by a crash and is closed then (``closed_by = 'crash'``).  Without the
+lock -- another ``serve`` on the same data directory -- nothing is closed at
+start-up; rows of any dead instance are closed anyway once their lease has
+run out (the ledger's writer, every ``lease_seconds / 3``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import IO
+
+log = logging.getLogger("openopen8")
+
+
+class Instance:
+    def __init__(self, gateway_id: str, lock: IO[bytes] | None) -> None:
+        self.gateway_id = gateway_id
+        self.name = f"{gateway_id}:{secrets.token_hex(4)}"
+        self._lock = lock
+
+    @property
+    def sole(self) -> bool:
+        """True when no other process serves this data directory."""
+        return self._lock is not None
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    @classmethod
+    def of(cls, data_dir: Path) -> "Instance":
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return cls(_gateway_id(data_dir / "gateway.id"), _lock(data_dir / "gateway.lock"))
+
+
+def _gateway_id(path: Path) -> str:
+    try:
+        gid = path.read_text().strip()
+        if gid:
+            return gid
+    except FileNotFoundError:
+        pass
+    gid = "gw_" + secrets.token_hex(8)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:          # another process made it first
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(gid + "\n")
+    return gid
+
+
+def _lock(path: Path) -> IO[bytes] | None:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX: no start-up sweep
+        return None
+    f = open(path, "ab")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        log.info("another gateway process serves %s: rows it left open by a crash are closed "
+                 "when their lease runs out", path.parent)
+        return None
+    return f
