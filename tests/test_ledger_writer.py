@@ -118,3 +118,28 @@ async def test_stop_writes_everything_queued_and_abandon_forgets_the_session(db_
         assert [tuple(r) for r in rows] == [("sess_y", "shutdown")]
     finally:
         await store.close()
+
+
+async def test_sessions_of_an_instance_that_stopped_renewing_are_closed_as_crashed(db_url):
+    """Several gateways on one database: one dies (its writer stops renewing
+    leases); another closes its open rows a lease after they ran out."""
+    store = await open_store(db_url)
+    dead = Ledger(store, PriceTable(), lease_seconds=0.3)        # admits, never renews
+    alive = Ledger(store, PriceTable(), flush_seconds=60, lease_seconds=0.3)
+    alive.start()
+    try:
+        tok = (await ops.create_token(store, "t")).record
+        await dead.admit(Session(id="sess_dead", model="m", token=tok))
+        mine = Session(id="sess_alive", model="m", token=tok)
+        await alive.admit(mine)
+        for _ in range(150):
+            async with store.engine.connect() as conn:
+                rows = dict((await conn.exec_driver_sql(
+                    "SELECT id, closed_by FROM sessions")).all())
+            if rows["sess_dead"] is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert rows == {"sess_dead": "crash", "sess_alive": None}
+    finally:
+        await alive.stop()
+        await store.close()
