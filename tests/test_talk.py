@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import pty
+import re
 import signal
 import time
 from dataclasses import dataclass
@@ -47,6 +48,14 @@ async def setup(gateway) -> AsyncIterator[Setup]:
         yield Setup(gateway_root(gateway.url), await gateway.token(), up, gateway)
 
 
+def latencies(summary: str, first: str) -> tuple[list[int], list[int]]:
+    """The summary's per-turn figures in ms: from the end of the speech sent,
+    and from the server's speech_stopped."""
+    heard = re.findall(rf"end of speech \(last sound sent\) → {first}: (\d+) ms", summary)
+    server = re.findall(rf"server's speech_stopped → {first}: (\d+) ms", summary)
+    return [int(v) for v in heard], [int(v) for v in server]
+
+
 def dominant_hz(pcm: bytes, rate: int) -> float:
     x = np.frombuffer(pcm, "<i2").astype(np.float64)
     spectrum = np.abs(np.fft.rfft(x))
@@ -65,7 +74,8 @@ async def test_file_in_real_time_gives_captions_reply_wav_and_summary(setup, tmp
     assert f"assistant ▸ {REPLY}" in run.stdout, run
     assert "speech started" in run.stdout and "speech stopped" in run.stdout
     # the summary: latency from end of speech, reply duration, usage from response.done
-    assert "end of speech → first audio:" in run.stdout and " ms" in run.stdout
+    heard, server = latencies(run.stdout, "first audio")
+    assert len(heard) == len(server) == 1, run
     assert "reply audio: 0.30 s (pcm16, 24000 Hz)" in run.stdout, run
     assert "total 320" in run.stdout, run
     # the reply WAV: 3 deltas of 100 ms at 24 kHz mono
@@ -107,7 +117,8 @@ async def test_manual_commits_and_asks_for_the_response(setup, tmp_path):
     sent = [e["type"] for e in s.received]
     assert sent[-2:] == ["input_audio_buffer.commit", "response.create"]
     assert not any(e["type"] == "input_audio_buffer.speech_started" for e in s.sent)
-    assert "commit → first audio:" in run.stdout, run
+    assert re.search(r"commit sent → first audio: \d+ ms", run.stdout), run
+    assert "end of speech" not in run.stdout       # the client's own commit is the trigger
     assert wav_info(out)[2] > 0
 
 
@@ -178,7 +189,43 @@ async def test_two_utterances_are_both_answered_before_the_end(setup, tmp_path):
     assert types.count("response.done") == types.count("response.created") == 2
     last = [e for e in run.events() if e["type"] == "response.done"][-1]
     assert last["response"]["status"] == "completed"
-    assert run.stderr.count("end of speech → first audio:") == 2
+    # sent --fast, only the server's figure means something (the first reply was cut: —)
+    assert run.stderr.count("server's speech_stopped → first audio:") == 2, run
+    assert "end of speech" not in run.stderr
+
+
+async def test_latency_counts_from_the_end_of_speech_as_well_as_from_speech_stopped(setup, tmp_path):
+    """The server's speech_stopped comes a VAD silence window (200 ms here)
+    after the speech ends; the summary also measures from the moment the
+    speech's last frame was sent, per turn (issue 13, item 6)."""
+    setup.upstream.script = Script(audio_deltas=3, delay=0.05)
+    wav = tone_wav(tmp_path / "in.wav", bursts=2, tone_ms=300, gap_ms=500)
+    run = await setup.talk("--file", str(wav))          # real time
+    assert run.code == 0, run
+    heard, server = latencies(run.stdout, "first audio")
+    assert len(heard) == len(server) == 2, run
+    silence_ms = setup.upstream.sessions[-1].session["audio"]["input"]["turn_detection"][
+        "silence_duration_ms"]
+    for h, v in zip(heard, server):
+        # sent at real-time pace, speech_stopped cannot come before the silence window has passed
+        assert h >= v + silence_ms * 0.75, run
+    assert "(what a listener waits)" in run.stdout and "turn 2: " in run.stdout
+
+
+@pytest.mark.parametrize("how", ["text", "file"])
+async def test_text_only_summary_speaks_of_first_text(setup, tmp_path, how):
+    args = ("--text", "hi") if how == "text" else (
+        "--file", str(tone_wav(tmp_path / "in.wav", tone_ms=400)))
+    run = await setup.talk(*args, "--text-only")
+    assert run.code == 0, run
+    summary = run.stdout[run.stdout.index("summary"):]
+    assert "first audio" not in summary and "reply audio:" not in summary, run
+    assert re.search(r"→ first text +reply audio", summary), run        # the table's column
+    if how == "text":
+        assert re.search(r"text sent → first text: \d+ ms", summary), run
+    else:
+        heard, server = latencies(summary, "first text")
+        assert len(heard) == len(server) == 1, run
 
 
 async def test_ctrl_c_closes_cleanly(setup, tmp_path):

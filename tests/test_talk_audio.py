@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from openopen8.audio.g711 import alaw_encode, ulaw_encode
-from openopen8.talk.audio import AudioError, AudioFormat, load_clip, prepare, read_wav
+from openopen8.talk.audio import AudioError, AudioFormat, load_clip, prepare, read_wav, speech_ends
 from openopen8.talk.wire import SessionConfig, effective
 
 RATE = 16000
@@ -124,3 +124,29 @@ def test_player_counts_what_was_heard_and_stops_on_barge_in():
     p.fill(block)
     assert not block.any()  # silence after the stop
     assert p.stop()[2] is False  # nothing left to cut
+
+
+def _speech(*parts: tuple[str, int], noise_dbfs: float | None = None, rate: int = 24000) -> np.ndarray:
+    """("tone"|"quiet", ms) parts as int16, over steady noise at ``noise_dbfs``."""
+    rng = np.random.default_rng(7)
+    x = np.concatenate([0.3 * np.sin(2 * np.pi * 220 * np.arange(rate * ms // 1000) / rate)
+                        if kind == "tone" else np.zeros(rate * ms // 1000) for kind, ms in parts])
+    if noise_dbfs is not None:
+        x = x + rng.normal(0, 10 ** (noise_dbfs / 20), x.size)
+    return np.clip(np.round(x * 32767), -32768, 32767).astype(np.int16)
+
+
+@pytest.mark.parametrize("noise", [None, -70.0, -45.0])
+def test_speech_ends_at_the_last_frame_above_the_noise_floor(noise):
+    # 300 ms quiet, 500 ms speech, 600 ms quiet, 400 ms speech, 300 ms quiet: 20 ms frames
+    x = _speech(("quiet", 300), ("tone", 500), ("quiet", 600), ("tone", 400), ("quiet", 300),
+                noise_dbfs=noise)
+    assert speech_ends(x, 24000, 20, gap_ms=500) == [39, 89]      # frames ending at 800, 1800 ms
+    # a pause shorter than the VAD's silence window does not end the speech
+    assert speech_ends(x, 24000, 20, gap_ms=700) == [89]
+
+
+def test_speech_ends_in_a_quiet_or_empty_clip_are_none_and_all_speech_ends_at_the_end():
+    assert speech_ends(_speech(("quiet", 500), noise_dbfs=-60.0), 24000) == []
+    assert speech_ends(np.zeros(0, np.int16), 24000) == []
+    assert speech_ends(_speech(("tone", 1000), rate=8000), 8000) == [49]

@@ -59,7 +59,33 @@ def test_a_requested_response_is_waited_for():
     assert conv.settled()
     assert conv.turns[0].latency == pytest.approx(0.26)
     r = conv.responses["r1"]
-    assert r.trigger == "text" and r.latency == pytest.approx(0.26)
+    assert r.trigger == "text" and r.latency() == pytest.approx(0.26)
+
+
+def test_a_spoken_turn_is_timed_from_the_speech_sent_and_from_speech_stopped():
+    conv = Conversation()
+    conv.speech_ended(1.00)                      # the client sent the speech's last frame
+    feed(conv, SPEECH, t0=1.40)                  # speech_stopped at 1.41, a silence window later
+    feed(conv, turn("r1"), t0=1.60)              # first audio at 1.61
+    [t] = conv.turns
+    assert t.latency == pytest.approx(0.20) and t.heard_latency == pytest.approx(0.61)
+    # the next turn's speech_stopped does not reuse an end already claimed
+    feed(conv, SPEECH[1:] + turn("r2"), t0=3.0)
+    assert conv.turns[1].speech_end_at is None and conv.turns[1].heard_latency is None
+
+
+def test_text_replies_are_timed_to_the_first_text():
+    conv = Conversation()
+    conv.text_replies = True
+    conv.mark("text", 0.0)
+    conv.expect_response()
+    feed(conv, [{"type": "response.created", "response": {"id": "r1"}},
+                {"type": "response.output_text.delta", "response_id": "r1", "delta": "Hi"},
+                {"type": "response.done", "response": {"id": "r1", "status": "completed"}}],
+         t0=0.1)
+    assert conv.turns[0].latency == pytest.approx(0.11)
+    r = conv.responses["r1"]
+    assert r.latency(text_replies=True) == pytest.approx(0.11) and r.latency() is None
 
 
 def test_function_calls_wait_for_response_done_and_cancelled_ones_are_dropped():

@@ -193,9 +193,46 @@ def to_int16(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(x * 32767), -32768, 32767).astype(np.int16)
 
 
+def prepare_samples(clip: Clip, fmt: AudioFormat) -> np.ndarray:
+    """The clip as int16 mono samples at ``fmt``'s rate (``fmt.encode`` makes the wire bytes)."""
+    return to_int16(resample(to_mono(clip), clip.rate, fmt.rate))
+
+
 def prepare(clip: Clip, fmt: AudioFormat) -> bytes:
     """The clip as wire bytes in ``fmt``: mono, resampled, encoded."""
-    return fmt.encode(to_int16(resample(to_mono(clip), clip.rate, fmt.rate)))
+    return fmt.encode(prepare_samples(clip, fmt))
+
+
+#: a frame is speech when it is this far above the noise floor (dB) ...
+SPEECH_OVER_FLOOR_DB = 12.0
+#: ... and at least this loud (dBFS); the floor is the 10th percentile of the frames' RMS
+SPEECH_MIN_DBFS = -50.0
+
+
+def speech_ends(samples: np.ndarray, rate: int, frame_ms: int = 20,
+                gap_ms: float = 500.0) -> list[int]:
+    """Where speech ends in int16 ``samples``: the indices of the ``frame_ms``
+    frames (the chunks they are sent in) that are the last above the noise
+    floor before ``gap_ms`` of quiet, or before the end.  A server VAD ends a
+    turn a silence window later; these frames are when the speaker stopped.
+
+    Not a VAD: a frame is speech when its RMS is :data:`SPEECH_OVER_FLOOR_DB`
+    over the floor (but no more than 20 dB under the loudest frame, for a clip
+    that is speech throughout) and above :data:`SPEECH_MIN_DBFS`."""
+    n = int(rate * frame_ms / 1000)
+    if n <= 0 or samples.size == 0:
+        return []
+    x = samples.astype(np.float64) / 32768
+    x = np.concatenate([x, np.zeros(-x.size % n)])
+    rms = np.sqrt(np.mean(x.reshape(-1, n) ** 2, axis=1))
+    floor = float(np.percentile(rms, 10))
+    threshold = max(min(floor * 10 ** (SPEECH_OVER_FLOOR_DB / 20), float(rms.max()) / 10),
+                    10 ** (SPEECH_MIN_DBFS / 20))
+    loud = np.flatnonzero(rms >= threshold)
+    if loud.size == 0:
+        return []
+    gaps = (np.diff(loud) - 1) * frame_ms >= gap_ms
+    return [int(i) for i in loud[:-1][gaps]] + [int(loud[-1])]
 
 
 def silence(fmt: AudioFormat, ms: float) -> bytes:

@@ -29,11 +29,23 @@ class Turn:
 
     trigger: str          # "speech stopped", "commit", "text"
     at: float
-    first_audio_at: float | None = None
+    #: the first reply the user meets: audio, or text in a text-only session
+    first_reply_at: float | None = None
+    #: when the client sent the last sound of this speech (a file's last frame
+    #: above its noise floor), before the server's VAD waited out its silence
+    speech_end_at: float | None = None
 
     @property
     def latency(self) -> float | None:
-        return None if self.first_audio_at is None else self.first_audio_at - self.at
+        """From the trigger (the server's ``speech_stopped``, a commit, a text)."""
+        return None if self.first_reply_at is None else self.first_reply_at - self.at
+
+    @property
+    def heard_latency(self) -> float | None:
+        """From the end of the speech: what a listener waits."""
+        if self.first_reply_at is None or self.speech_end_at is None:
+            return None
+        return self.first_reply_at - self.speech_end_at
 
 
 @dataclass
@@ -52,10 +64,10 @@ class ResponseStat:
     done: bool = False
     calls: list[ToolCall] = field(default_factory=list)
 
-    @property
-    def latency(self) -> float | None:
-        """Seconds from the trigger to the first audio delta (or first text, text-only)."""
-        first = self.first_audio_at if self.first_audio_at is not None else self.first_text_at
+    def latency(self, text_replies: bool = False) -> float | None:
+        """Seconds from the trigger to the first audio delta (the first text
+        delta in a text-only session)."""
+        first = self.first_text_at if text_replies else self.first_audio_at
         if first is None or self.trigger_at is None:
             return None
         return first - self.trigger_at
@@ -83,6 +95,9 @@ class Conversation:
         self._expected = 0           # response.create sent, response.created not yet seen
         self._trigger: tuple[str, float] | None = None
         self.turns: list[Turn] = []
+        #: replies are text (``output_modalities: ["text"]``): latency counts to the first text
+        self.text_replies = False
+        self._speech_end: float | None = None    # client's last speech end, not yet claimed
 
     # what the client did -------------------------------------------------------------------
     def mark(self, trigger: str, now: float) -> None:
@@ -91,6 +106,11 @@ class Conversation:
         self._trigger = (trigger, now)
         if trigger != "tool output":
             self.turns.append(Turn(trigger, now))
+
+    def speech_ended(self, now: float) -> None:
+        """The client just sent the last sound of a stretch of speech; the
+        server's next ``speech_stopped`` is for it."""
+        self._speech_end = now
 
     def expect_response(self) -> None:
         """The client sent ``response.create``."""
@@ -111,6 +131,7 @@ class Conversation:
             self.speaking = False
             self.speech_stopped += 1
             self.mark("speech stopped", now)
+            self.turns[-1].speech_end_at, self._speech_end = self._speech_end, None
         elif etype == "input_audio_buffer.committed":
             self.commits += 1
             self._last_commit = self._n
@@ -131,18 +152,24 @@ class Conversation:
                 chunk = b""
             if r.first_audio_at is None:
                 r.first_audio_at = now
-            if self.turns and self.turns[-1].first_audio_at is None:
-                self.turns[-1].first_audio_at = now
+            if not self.text_replies:
+                self._replied(now)
             r.audio_bytes += len(chunk)
             self.reply_audio += chunk
         elif etype in ("response.output_text.delta", "response.output_audio_transcript.delta"):
             r = self._response(ev, now)
             if r.first_text_at is None:
                 r.first_text_at = now
+            if self.text_replies:
+                self._replied(now)
         elif etype == "response.output_item.done":
             self._add_call(ev.get("item"), ev.get("response_id"), now)
         elif etype == "response.done":
             self._on_done(ev, now)
+
+    def _replied(self, now: float) -> None:
+        if self.turns and self.turns[-1].first_reply_at is None:
+            self.turns[-1].first_reply_at = now
 
     def _response(self, ev: dict, now: float) -> ResponseStat:
         rid = ev.get("response_id") or (ev.get("response") or {}).get("id") or "?"

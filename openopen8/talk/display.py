@@ -126,16 +126,27 @@ def _ms(seconds: float | None) -> str:
     return "—" if seconds is None else f"{seconds * 1000:.0f} ms"
 
 
+#: what each turn's latency is measured from, as the summary says it
+TRIGGERS = {"speech stopped": "server's speech_stopped", "commit": "commit sent",
+            "text": "text sent"}
+
+
 def summary(conv: Conversation, console: Console) -> None:
+    """Per response and per turn: how long until the first reply -- audio, or
+    text in a text-only session.  A spoken turn gets two figures: from the end
+    of the speech the client sent (what a listener waits) and from the
+    server's ``speech_stopped``, which comes only after its VAD's silence window."""
+    first = "first text" if conv.text_replies else "first audio"
+    who = "reader" if conv.text_replies else "listener"
     console.print()
     console.print(Text("summary", style="bold"))
     if conv.responses:
-        table = Table("response", "after", "→ first audio", "reply audio", "status",
+        table = Table("response", "after", f"→ {first}", "reply audio", "status",
                       "tokens in/out", box=None, pad_edge=False)
         for i, r in enumerate(conv.responses.values(), 1):
             u = r.usage or {}
             status = r.status + (f" ({r.reason})" if r.reason else "")
-            table.add_row(str(i), r.trigger or "—", _ms(r.latency),
+            table.add_row(str(i), r.trigger or "—", _ms(r.latency(conv.text_replies)),
                           f"{conv.out_fmt.ms_of(r.audio_bytes) / 1000:.2f} s", Text(status),
                           Text(f"{u.get('input_tokens', '—')}/{u.get('output_tokens', '—')}"))
         console.print(Padding(table, (0, 0, 0, 2), expand=False))
@@ -143,11 +154,17 @@ def summary(conv: Conversation, console: Console) -> None:
         console.print("  no response")
     t = conv.usage_total()
     fmt = conv.out_fmt
-    for turn in conv.turns:
-        label = {"speech stopped": "end of speech", "commit": "commit", "text": "text sent"}.get(
-            turn.trigger, turn.trigger)
-        console.print(f"  {label} → first audio: {_ms(turn.latency)}")
-    console.print(f"  reply audio: {conv.reply_seconds:.2f} s ({fmt.kind}, {fmt.rate} Hz)")
+    for n, turn in enumerate(conv.turns, 1):
+        at = f"turn {n}: " if len(conv.turns) > 1 else ""
+        if turn.speech_end_at is not None:
+            console.print(f"  {at}end of speech (last sound sent) → {first}: "
+                          f"{_ms(turn.heard_latency)}  (what a {who} waits)")
+        label = TRIGGERS.get(turn.trigger, turn.trigger)
+        console.print(f"  {at}{label} → {first}: {_ms(turn.latency)}"
+                      + ("  (after the VAD's silence window)"
+                         if turn.trigger == "speech stopped" else ""))
+    if not conv.text_replies or conv.reply_audio:
+        console.print(f"  reply audio: {conv.reply_seconds:.2f} s ({fmt.kind}, {fmt.rate} Hz)")
     console.print(f"  usage: input {t['input_tokens']} (text {t['input_text']}, audio "
                   f"{t['input_audio']}, cached {t['cached']}) · output {t['output_tokens']} "
                   f"(text {t['output_text']}, audio {t['output_audio']}) · total {t['total_tokens']}")

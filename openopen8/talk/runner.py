@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.text import Text
 
 from . import wire
-from .audio import AudioError, chunks, load_clip, prepare, silence, write_wav
+from .audio import AudioError, chunks, load_clip, prepare_samples, silence, speech_ends, write_wav
 from .connect import Refused, Unreachable, open_socket
 from .conversation import Conversation, ToolCall
 from .display import Captions, JsonLines, summary
@@ -192,20 +192,25 @@ class Talk:
         eff = wire.effective(self.conv.session or {}, self.opts.dialect, self.config)
         self.conv.out_fmt = eff.out_fmt
         self.conv.transcribing = eff.transcribing  # wait for transcripts only if they will come
+        self.conv.text_replies = eff.text_replies
         self.view.note(f"● session ready: {eff.in_fmt.kind} {eff.in_fmt.rate} Hz in, "
                        f"{eff.out_fmt.kind} {eff.out_fmt.rate} Hz out, "
                        + ("server VAD" if eff.vad else "manual turns"))
         return eff
 
     async def stream(self, data: bytes, eff: Effective, paced: bool,
-                     stop: Callable[[], bool] | None = None) -> None:
-        """Append ``data`` in 20 ms chunks, at real-time pace unless ``paced`` is false."""
+                     stop: Callable[[], bool] | None = None, ends: frozenset[int] = frozenset(),
+                     ) -> None:
+        """Append ``data`` in 20 ms chunks, at real-time pace unless ``paced`` is
+        false; the moments chunks ``ends`` are sent (where speech ends) are noted."""
         start = time.monotonic()
         for i, chunk in enumerate(chunks(data, eff.in_fmt, CHUNK_MS)):
             self._check()
             if stop is not None and stop():
                 return
             await self.send(wire.append(chunk))
+            if i in ends:
+                self.conv.speech_ended(time.monotonic())
             if paced:
                 delay = start + (i + 1) * CHUNK_MS / 1000 - time.monotonic()
                 if delay > 0:
@@ -214,7 +219,8 @@ class Talk:
                 await asyncio.sleep(0)
 
     async def send_file(self, eff: Effective, clip: Any) -> None:
-        data = prepare(clip, eff.in_fmt)
+        samples = prepare_samples(clip, eff.in_fmt)
+        data = eff.in_fmt.encode(samples)
         self.view.note(f"▸ sending {clip.seconds:.2f} s of audio ({clip.rate} Hz, "
                        f"{clip.channels} ch → {eff.in_fmt.kind} {eff.in_fmt.rate} Hz mono"
                        + (", fast" if self.opts.fast else ", real time") + ")")
@@ -226,7 +232,12 @@ class Talk:
             await self.stream(data, eff, paced)
             await self.end_turn("commit")
             return
-        await self.stream(data, eff, paced)
+        # where the speech in the file ends: at real-time pace, the moment its
+        # last frame is sent is when a speaker would have stopped, and latency
+        # is measured from there too (sent --fast, that moment says nothing)
+        ends = speech_ends(samples, eff.in_fmt.rate, CHUNK_MS, eff.silence_ms or 500) \
+            if paced else []
+        await self.stream(data, eff, paced, ends=frozenset(ends))
         # trailing silence, so that server VAD can hear the speech end
         # at least the VAD's silence duration (and a margin) even if the end seems heard
         # already: the server may not have processed the last chunks yet

@@ -90,6 +90,7 @@ class Effective:
     vad: bool
     silence_ms: int | None
     transcribing: bool = False
+    text_replies: bool = False
 
 
 def effective(session: dict, dialect: str, asked: SessionConfig) -> Effective:
@@ -102,6 +103,7 @@ def effective(session: dict, dialect: str, asked: SessionConfig) -> Effective:
         out_fmt = AudioFormat.from_ga(a_out.get("format"), asked.fmt)
         td = a_in.get("turn_detection", "absent")
         tr = a_in.get("transcription", "absent")
+        modalities = session.get("output_modalities")
     else:
         in_fmt = AudioFormat.from_beta(session.get("input_audio_format"), asked.fmt,
                                        session.get("input_audio_sample_rate"))
@@ -109,12 +111,15 @@ def effective(session: dict, dialect: str, asked: SessionConfig) -> Effective:
                                         session.get("output_audio_sample_rate"))
         td = session.get("turn_detection", "absent")
         tr = session.get("input_audio_transcription", "absent")
+        modalities = session.get("modalities")
     transcribing = bool(asked.transcribe) if tr == "absent" else bool(tr)
+    text_replies = ("audio" not in modalities if isinstance(modalities, list) and modalities
+                    else asked.text_only)
     if td == "absent":
-        return Effective(in_fmt, out_fmt, asked.vad, None, transcribing)
+        return Effective(in_fmt, out_fmt, asked.vad, None, transcribing, text_replies)
     silence = td.get("silence_duration_ms") if isinstance(td, dict) else None
     return Effective(in_fmt, out_fmt, bool(td), silence if isinstance(silence, int) else None,
-                     transcribing)
+                     transcribing, text_replies)
 
 
 def append(chunk: bytes) -> dict:
