@@ -8,7 +8,6 @@ import logging
 import signal
 import ssl
 
-import aiofastnet
 from aiohttp import web
 
 from .gateway import Gateway
@@ -17,6 +16,7 @@ from .settings import Settings
 from .web import admin
 from .web.admin import GATEWAY
 from .web.front import FrontDoor
+from .web.listen import create_server
 from .web.realtime import realtime
 
 log = logging.getLogger("openopen8")
@@ -80,8 +80,9 @@ class Server:
 
             loop = asyncio.get_running_loop()
             # aiofastnet: picows' own transports (what ws_connect uses upstream);
-            # a frame costs less CPU on them than on uvloop's streams
-            server = await aiofastnet.create_server(
+            # a frame costs less CPU on them than on uvloop's streams.  Its
+            # accept spins when out of descriptors: web/listen.py backs off.
+            server = await create_server(
                 loop, lambda: FrontDoor(on_realtime, http_protocol, doors, heartbeat),
                 settings.host if host is None else host,
                 settings.port if port is None else port,
