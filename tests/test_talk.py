@@ -9,6 +9,7 @@ import os
 import pty
 import re
 import signal
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
@@ -262,7 +263,49 @@ async def test_bad_token_is_refused_with_the_gateways_message(setup):
     missing = await setup.talk("--text", "hi", token=None)
     assert missing.code == 1 and "HTTP 401" in missing.stderr
     assert "You didn't provide an API key" in missing.stderr
+    # and what to do about it, in talk's own terms
+    for r in (run, missing):
+        assert "hint:" in r.stderr and "--token" in r.stderr and "OPENOPEN8_TOKEN" in r.stderr, r
+        assert "openopen8 tokens create" in r.stderr
     assert not setup.upstream.sessions  # refused before anything reached the upstream
+
+
+async def test_no_server_says_which_host_and_port_and_to_serve():
+    with socket.socket() as sock:           # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    run = await run_talk(f"ws://127.0.0.1:{port}", "--text", "hi", token="oo8_x")
+    assert run.code == 1, run
+    assert f"cannot connect to 127.0.0.1:{port} (connection refused)" in run.stderr, run
+    assert "openopen8 serve" in run.stderr and "ssl:default" not in run.stderr, run
+
+
+async def test_wss_to_a_plain_server_suggests_ws():
+    async with StandIn(ping_interval=0) as up:     # a plain ws:// server that answers TLS at once
+        run = await run_talk(gateway_root(up.url).replace("ws://", "wss://"), "--text", "hi",
+                             model=MODEL, token="sk-good")
+    assert run.code == 1, run
+    assert "over TLS (wrong version number)" in run.stderr and "use ws://" in run.stderr, run
+    assert "ssl:default" not in run.stderr
+
+
+async def test_tls_mismatches_say_what_to_do(tmp_path):
+    from .conftest import start_gateway
+    from .tls import make_cert
+    cert, key = make_cert(tmp_path)
+    g = await start_gateway(tmp_path, tls_cert=cert, tls_key=key)
+    try:
+        token = await g.token()
+        untrusted = await run_talk(gateway_root(g.url), "--text", "hi", model=MODEL, token=token)
+        assert untrusted.code == 1, untrusted
+        assert "TLS certificate is not trusted here (self-signed certificate)" in untrusted.stderr
+        plain = await run_talk(gateway_root(g.url).replace("wss://", "ws://"), "--text", "hi",
+                               model=MODEL, token=token)
+        assert plain.code == 1, plain
+        assert "closed the connection without answering (if the gateway serves TLS, use wss://)" \
+            in plain.stderr, plain
+    finally:
+        await g.stop()
 
 
 async def test_error_event_ends_the_run_non_zero(setup):

@@ -1,12 +1,18 @@
 """Opening the WebSocket to the gateway, and turning a refused upgrade into
-its HTTP status and the gateway's own message."""
+its HTTP status and the gateway's own message, and a failed connection into
+the host and port and what to do (aiohttp's own text names ``ssl:default``
+even for ``ws://``)."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import os
+import ssl
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -32,6 +38,41 @@ class Refused(Exception):
 
 class Unreachable(Exception):
     """No connection at all (refused, DNS, TLS, timeout)."""
+
+
+def _why(err: BaseException | None) -> str:
+    if err is None:
+        return "no reason given"
+    if isinstance(err, ssl.SSLCertVerificationError) and err.verify_message:
+        return err.verify_message              # "self-signed certificate", "hostname mismatch" …
+    if isinstance(err, ssl.SSLError):          # its errno is OpenSSL's, not the OS's
+        return str(err.reason or err).lower().replace("_", " ")
+    code = getattr(err, "errno", None)
+    if isinstance(code, int) and code > 0:
+        return os.strerror(code).lower()
+    if isinstance(err, ConnectionResetError):
+        return "connection reset"
+    return str(getattr(err, "strerror", None) or err).lower() or type(err).__name__
+
+
+def unreachable(exc: aiohttp.ClientConnectorError, url: str) -> Unreachable:
+    """A failed connection said the way a user can act on: the host and port
+    (not aiohttp's ``ssl:default`` for a ``ws://`` URL), and what to do."""
+    where = f"[{exc.host}]:{exc.port}" if ":" in exc.host else f"{exc.host}:{exc.port}"
+    err = exc.os_error
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return Unreachable(f"cannot find the host {exc.host} ({_why(err)}): check --url")
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return Unreachable(f"cannot connect to {where}: its TLS certificate is not trusted here "
+                           f"({_why(exc.certificate_error)})")
+    if isinstance(err, ConnectionRefusedError) or getattr(err, "errno", None) == errno.ECONNREFUSED:
+        return Unreachable(f"cannot connect to {where} (connection refused): is the gateway "
+                           "running? Start it with `openopen8 serve`, or point --url at it")
+    if url.startswith("wss:"):
+        return Unreachable(f"cannot connect to {where} over TLS ({_why(err)}): if the gateway "
+                           "serves without TLS, use ws://")
+    return Unreachable(f"cannot connect to {where} ({_why(err)}): is the gateway running "
+                       "there? (`openopen8 serve` starts one)")
 
 
 def _body_keeper(store: dict) -> aiohttp.TraceConfig:
@@ -74,6 +115,14 @@ async def open_socket(url: str, token: str | None, beta: bool,
     except asyncio.TimeoutError:
         await http.close()
         raise Unreachable(f"no answer from {url} within {timeout:g} s") from None
+    except aiohttp.ClientConnectorError as exc:
+        await http.close()
+        raise unreachable(exc, url) from None
+    except aiohttp.ServerDisconnectedError:
+        await http.close()
+        where = urlsplit(url).netloc
+        tls = " (if the gateway serves TLS, use wss://)" if url.startswith("ws:") else ""
+        raise Unreachable(f"{where} closed the connection without answering{tls}") from None
     except aiohttp.ClientError as exc:
         await http.close()
         raise Unreachable(f"cannot connect to {url}: {exc}") from None

@@ -56,6 +56,20 @@ def say_error(console: Console, message: str, label: str = "error:") -> None:
     console.print(Text(label, style="red") + Text(" " + message), soft_wrap=True, highlight=False)
 
 
+def say_hint(console: Console, message: str) -> None:
+    console.print(Text("hint:", style="yellow") + Text(" " + message), soft_wrap=True,
+                  highlight=False)
+
+
+def token_hint(token: str | None) -> str:
+    """What to do about a 401: talk takes its token from --token or OPENOPEN8_TOKEN."""
+    make = "`openopen8 tokens create NAME` on the gateway's machine makes one"
+    if not token:
+        return f"give talk a gateway token with --token TOKEN or OPENOPEN8_TOKEN=TOKEN ({make})"
+    return (f"the gateway does not take the token given (--token or OPENOPEN8_TOKEN): check it; "
+            f"{make}")
+
+
 class Talk:
     def __init__(self, opts: TalkOptions, out: Console, err: Console) -> None:
         self.opts = opts
@@ -400,6 +414,8 @@ class Talk:
             code = f" ({exc.code})" if exc.code else ""
             say_error(self.err, f"the gateway refused the connection: HTTP {exc.status}{code}: "
                                 f"{exc.message}")
+            if exc.status == 401:
+                say_hint(self.err, token_hint(opts.token))
             return 1
         except Unreachable as exc:
             say_error(self.err, str(exc))
