@@ -257,3 +257,15 @@ async def test_sqlite_files_are_created_0600(tmp_path: Path):
     assert modes["openopen8.db"] == 0o600
     assert all(m == 0o600 for m in modes.values()), modes
     assert data.stat().st_mode & 0o777 == 0o700
+
+
+async def test_a_head_that_does_not_finish_in_time_gets_408(front, monkeypatch):
+    from openopen8.web import front as front_module
+    monkeypatch.setattr(front_module, "HEAD_TIMEOUT", 0.3)
+    g, up, secret, lookups = front
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(g))
+    writer.write(b"GET /v1/realtime?model=gpt-realtime HTTP/1.1\r\nHost: x\r\n")
+    await writer.drain()
+    response = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    assert status(response) == 408 and lookups == []

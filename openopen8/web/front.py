@@ -310,7 +310,12 @@ class FrontDoor(asyncio.Protocol):
         self.transport.close()
 
     def _too_slow(self) -> None:
-        if not self._passed and self.transport is not None:
+        if self._passed or self.transport is None:
+            return
+        if self._buf:   # a head begun and not finished in time: say so (RFC 9110 408)
+            self._reply(408, _err(f"The request head did not arrive within {HEAD_TIMEOUT:g} s.",
+                                  "request_timeout"))
+        else:           # a connection that never sent a byte (a preconnect, an idle socket)
             self.transport.close()
 
     def _cancel_timer(self) -> None:
