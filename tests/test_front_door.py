@@ -269,3 +269,24 @@ async def test_a_head_that_does_not_finish_in_time_gets_408(front, monkeypatch):
     response = await asyncio.wait_for(reader.read(), 10)
     writer.close()
     assert status(response) == 408 and lookups == []
+
+
+async def test_a_tls_hello_on_the_plain_port_is_closed_at_once(front):
+    """A wss:// URL for a ws:// gateway: the client learns at once, not after
+    the head timeout."""
+    import ssl
+    g, up, secret, lookups = front
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
+        await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port_of(g), ssl=ctx), 5)
+
+
+async def test_a_first_line_that_is_not_http_gets_400_without_waiting(front):
+    g, up, secret, lookups = front
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(g))
+    writer.write(b"HELLO there\r\nX: y\r\n")          # no blank line: the head never ends
+    await writer.drain()
+    response = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert status(response) == 400

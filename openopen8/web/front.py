@@ -53,6 +53,7 @@ HEAD_TIMEOUT = 15.0
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _HTTP_11 = re.compile(r"HTTP/1\.[1-9]")
+_REQUEST_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [^ \x00-\x1f\x7f]+ HTTP/1\.[0-9]")
 
 
 def _tokens(headers: CIMultiDictProxy[str], name: str) -> set[str]:
@@ -171,6 +172,9 @@ class FrontDoor(asyncio.Protocol):
         self.lost = False
         #: set when it does: admission waits on it to drop an upstream connect
         self.hung_up: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        #: the client's address as the gateway counts it (X-Forwarded-For from a
+        #: trusted proxy, else the peer's): set by the Realtime handler
+        self.client: str | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._passed = False
         self._paused = False
@@ -196,6 +200,13 @@ class FrontDoor(asyncio.Protocol):
         if end < 0 or end > MAX_HEAD:
             if len(self._buf) > MAX_HEAD:
                 self._reply(431, _err("Request header fields too large.", "header_too_large"))
+            elif self._buf[:1] == b"\x16":
+                # a TLS ClientHello on a plain port (a wss:// URL for a ws://
+                # gateway): close now, so the client fails at once instead of
+                # after the head timeout
+                self.transport.close()
+            elif not self._request_line_ok():
+                self._reply(400, _err("Malformed HTTP request.", "bad_request"))
             return
         self._cancel_timer()
         try:
@@ -213,6 +224,12 @@ class FrontDoor(asyncio.Protocol):
             task.add_done_callback(self._tasks.discard)
         else:
             self._pass_to(self._http_protocol())
+
+    def _request_line_ok(self) -> bool:
+        """False once a first line has arrived that is no HTTP/1.x request
+        line (no need to wait for the rest of a head that is not one)."""
+        eol = self._buf.find(b"\r\n")
+        return eol < 0 or _REQUEST_LINE.fullmatch(self._buf, 0, eol) is not None
 
     def eof_received(self) -> bool:
         # a client that half-closes before its upgrade is answered has hung up
@@ -247,6 +264,12 @@ class FrontDoor(asyncio.Protocol):
         if isinstance(addr, tuple) and len(addr) >= 2:
             return f"{addr[0]}:{addr[1]}"
         return str(addr or "")
+
+    @property
+    def host(self) -> str:
+        """The socket peer's address, without the port."""
+        addr = self.transport.get_extra_info("peername") if self.transport is not None else None
+        return str(addr[0]) if isinstance(addr, tuple) and addr else ""
 
     def refuse(self, status: int, body: dict[str, Any],
                headers: dict[str, str] | None = None) -> None:
