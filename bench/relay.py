@@ -586,6 +586,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--bare-loop", choices=("auto", "asyncio", "uvloop"), default="auto",
                     help="event loop of the bare forwarders; auto: the one openopen8 serves on "
                     "(uvloop when installed), so the floor is measured on equal terms")
+    ap.add_argument("--turn-every", type=int, default=0, metavar="N",
+                    help="the stand-in ends a turn (response.done with usage: a ledger row) "
+                    "after every N deltas of a session; 0: never")
     ap.add_argument("--keep-logs", action="store_true", help="keep the run directory")
     a = ap.parse_args(argv)
     quick = a.quick
@@ -660,7 +663,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     standin = None
     load = None
     try:
-        standin, sport = start_ready([sys.executable, str(BENCH / "standin.py")],
+        standin, sport = start_ready([sys.executable, str(BENCH / "standin.py"),
+                                      "--turn-every", str(a.turn_every)],
                                      run_dir / "standin.log")
         up_ws, up_http = f"ws://127.0.0.1:{sport}", f"http://127.0.0.1:{sport}"
         log(f"stand-in upstream on {up_ws} (pid {standin.pid})")

@@ -8,6 +8,9 @@ as an upstream, and it is cheap enough never to be the bottleneck:
   ``response.output_audio.delta`` (so deltas stream at 50 Hz while the client
   streams at 50 Hz), whose ``event_id`` carries the append's timestamp;
 * it answers ``bench.echo`` with ``bench.echo`` carrying the same timestamp;
+* with ``--turn-every N``, after every N deltas of a connection it also sends
+  a ``response.done`` with usage (a turn ends: the gateway writes a ledger
+  row), so the cost of metering's writes is measured with the relay's;
 * everything else is read and ignored.
 
 Timestamps travel in ``event_id`` ("evt_<ns>" up, "event_<ns>" down): a field
@@ -58,13 +61,22 @@ DELTA_HEAD = b'{"type":"response.output_audio.delta","event_id":"event_'
 DELTA_MID = (b'","response_id":"resp_standin","item_id":"item_standin","output_index":0,'
              b'"content_index":0,"delta":"')
 ECHO_HEAD = b'{"type":"bench.echo","event_id":"event_'
+DONE_HEAD = b'{"type":"response.done","event_id":"event_turn","response":{"object":"realtime.response","id":"resp_'
+DONE_TAIL = (b'","status":"completed","output":[],"usage":{"total_tokens":380,"input_tokens":132,'
+             b'"output_tokens":248,"input_token_details":{"text_tokens":59,"audio_tokens":73,'
+             b'"image_tokens":0,"cached_tokens":64,"cached_tokens_details":{"text_tokens":0,'
+             b'"audio_tokens":64,"image_tokens":0}},"output_token_details":{"text_tokens":41,'
+             b'"audio_tokens":207}}}}')
+_turns = 0
 
 
 class Upstream(WSListener):
-    __slots__ = ("frames", "i", "buf")
+    __slots__ = ("frames", "i", "buf", "turn_every", "n")
 
-    def __init__(self, frames: list[bytes]) -> None:
+    def __init__(self, frames: list[bytes], turn_every: int = 0) -> None:
         self.frames = frames
+        self.turn_every = turn_every
+        self.n = 0
         self.i = 0
         self.buf: bytearray | None = None    # a fragmented message being assembled
 
@@ -92,6 +104,13 @@ class Upstream(WSListener):
                 self.i = i + 1 if i + 1 < len(self.frames) else 0
                 transport.send(WSMsgType.TEXT, b"".join(
                     (DELTA_HEAD, m.group(1), DELTA_MID, self.frames[i], b'"}')))
+                if self.turn_every:
+                    self.n += 1
+                    if self.n % self.turn_every == 0:
+                        global _turns
+                        _turns += 1
+                        transport.send(WSMsgType.TEXT,
+                                       DONE_HEAD + str(_turns).encode() + DONE_TAIL)
             elif b"bench.echo" in head:
                 transport.send(WSMsgType.TEXT, ECHO_HEAD + m.group(1) + b'"}')
         elif mt == WSMsgType.CLOSE:
@@ -99,9 +118,9 @@ class Upstream(WSListener):
             transport.disconnect()
 
 
-async def serve(host: str, port: int) -> None:
+async def serve(host: str, port: int, turn_every: int = 0) -> None:
     frames = tone_frames(523.25)
-    server = await ws_create_server(lambda request: Upstream(frames), host, port,
+    server = await ws_create_server(lambda request: Upstream(frames, turn_every), host, port,
                                     max_frame_size=MAX_FRAME, websocket_handshake_timeout=10)
     port = server.sockets[0].getsockname()[1]
     print(f"READY {port}", flush=True)
@@ -112,9 +131,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--turn-every", type=int, default=0,
+                    help="send a response.done with usage after every N deltas of a connection")
     a = ap.parse_args()
     try:
-        asyncio.run(serve(a.host, a.port))
+        asyncio.run(serve(a.host, a.port, a.turn_every))
     except KeyboardInterrupt:  # pragma: no cover
         sys.exit(0)
 
