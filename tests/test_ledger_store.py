@@ -185,3 +185,29 @@ async def test_update_token_limits(store):
         await store.update_token("nobody", {"max_sessions": 1})
     with pytest.raises(StoreError):
         await store.update_token("u", {"secret_hash": "x"})
+
+
+async def test_names_too_long_for_their_columns_are_cut_not_fatal(db_url):
+    """A client may name any transcription model; a name longer than the
+    column must not make the ledger's batch fail (PostgreSQL refuses it)."""
+    from openopen8 import ops
+    from openopen8.billing import Tokens
+    from openopen8.store.base import UsageRow
+    from openopen8.store.sql import open_store
+    from openopen8.store.base import utcnow
+    store = await open_store(db_url)
+    try:
+        tok = (await ops.create_token(store, "long")).record
+        await store.open_session("sess_long", tok.id, "m" * 300, "gw:1", utcnow())
+        rows = [UsageRow(session_id="sess_long", kind="transcription", ref="r" * 300,
+                         token_id=tok.id, model="x" * 500, tokens=Tokens(seconds=1.0),
+                         cost_nanos=7, channel="c" * 300, status="completed"),
+                UsageRow(session_id="sess_long", kind="response", ref="resp_1", token_id=tok.id,
+                         model="gpt-realtime", tokens=Tokens(input_text=1), cost_nanos=5)]
+        [bal] = await store.write_ledger(rows, [])
+        assert bal.spent_nanos == 12
+        async with store.engine.connect() as conn:
+            got = (await conn.exec_driver_sql("SELECT model, ref FROM ledger ORDER BY id")).all()
+        assert [(len(m), len(r)) for m, r in got] == [(200, 200), (12, 6)]
+    finally:
+        await store.close()

@@ -28,6 +28,14 @@ _SUMS = ("input_text", "input_audio", "input_image", "cached_text", "cached_audi
          "cached_image", "output_text", "output_audio")
 
 
+def _fit(value: str | None, column: Any) -> str | None:
+    """``value`` cut to ``column``'s length.  Names in usage rows can come from
+    clients and upstreams (a transcription model, a response id); one too long
+    for PostgreSQL's VARCHAR must not make every row of its batch fail."""
+    n = column.type.length
+    return value[:n] if isinstance(value, str) and n and len(value) > n else value
+
+
 class LedgerOps:
     engine: Any
     sqlite: bool
@@ -65,7 +73,8 @@ class LedgerOps:
                 if recent >= limits.sessions_per_minute:
                     raise LimitReached("sessions_per_minute", limits.sessions_per_minute)
             await conn.execute(_S.insert().values(
-                id=session_id, token_id=token_id, model=model, instance=instance, opened_at=now,
+                id=session_id, token_id=token_id, model=_fit(model, _S.c.model),
+                instance=instance, opened_at=now,
                 lease_until=lease_until))
         return limits, spent
 
@@ -126,8 +135,10 @@ class LedgerOps:
             for r in rows:
                 t = r.tokens
                 res = await conn.execute(stmt.values(
-                    created_at=r.created_at, session_id=r.session_id, kind=r.kind, ref=r.ref,
-                    token_id=r.token_id, channel=r.channel, model=r.model, status=r.status,
+                    created_at=r.created_at, session_id=r.session_id, kind=r.kind,
+                    ref=_fit(r.ref, _L.c.ref), token_id=r.token_id,
+                    channel=_fit(r.channel, _L.c.channel), model=_fit(r.model, _L.c.model),
+                    status=_fit(r.status, _L.c.status),
                     input_text=t.input_text, input_audio=t.input_audio, input_image=t.input_image,
                     cached_text=t.cached_text, cached_audio=t.cached_audio,
                     cached_image=t.cached_image, output_text=t.output_text,
