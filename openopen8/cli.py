@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
+import socket
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Awaitable, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import ops
 from .billing import PriceTable
 from .crypto import SecretBox, server_secret
-from .settings import Settings, load_settings
+from .settings import Settings, default_data_dir, load_settings
 from .store.base import StoreError, TokenLimits
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -53,21 +56,75 @@ def _run(settings: Settings, fn: Callable[..., Awaitable[Any]]) -> Any:
 
     try:
         return asyncio.run(main())
-    except StoreError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+    except StoreError as exc:    # one line, however narrow the terminal
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
 
+def _listen_problem(host: str, port: int) -> str | None:
+    """Why ``serve`` could not listen on host:port, found by binding a
+    throwaway socket the way the server will (SO_REUSEADDR, every address the
+    host resolves to) -- before a new data dir is made and migrated."""
+    if not 0 <= port <= 65535:
+        return f"--port {port} is not a port (0 to 65535)."
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot listen on {host}:{port}: {host!r} is not a known address ({exc.strerror})."
+    for family, kind, proto, _, addr in infos:
+        try:
+            sock = socket.socket(family, kind, proto)
+        except OSError:        # a family this machine lacks: asyncio skips it too
+            continue
+        with sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # as asyncio does
+            try:
+                sock.bind(addr)
+            except OSError as exc:
+                return _listen_error(host, port, exc)
+    return None
+
+
+def _listen_error(host: str, port: int, exc: OSError) -> str:
+    where = f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return (f"{where} is in use: another process listens there. Stop it, or serve on "
+                "another port with --port.")
+    if exc.errno == errno.EACCES:
+        return (f"cannot listen on {where}: permission denied (ports below 1024 need "
+                "privileges); use --port 1024 or above.")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (f"cannot listen on {where}: {host} is not an address of this machine; use "
+                "--host 127.0.0.1 (this machine only) or --host 0.0.0.0 (every interface).")
+    return f"cannot listen on {where}: {exc.strerror or exc}."
+
+
 @app.command()
-def serve(host: Annotated[Optional[str], typer.Option(help="Address to bind.")] = None,
-          port: Annotated[Optional[int], typer.Option(help="Port to listen on.")] = None,
-          data_dir: DataDir = None, database_url: DbUrl = None, config: ConfigFile = None,
+def serve(host: Annotated[Optional[str], typer.Option(
+              help=f"Address to bind; default {Settings.model_fields['host'].default} (this "
+                   "machine only), 0.0.0.0 for every interface (env OPENOPEN8_HOST).")] = None,
+          port: Annotated[Optional[int], typer.Option(
+              help=f"Port to listen on; default {Settings.model_fields['port'].default} "
+                   "(env OPENOPEN8_PORT).")] = None,
+          data_dir: Annotated[Optional[Path], typer.Option(
+              "--data-dir", help=f"Data directory (the SQLite database, secret.key, "
+                                 f"openopen8.toml); default {default_data_dir()} "
+                                 "(env OPENOPEN8_DATA_DIR).")] = None,
+          database_url: DbUrl = None, config: ConfigFile = None,
           tls_cert: Annotated[Optional[Path], typer.Option("--tls-cert", help="PEM certificate: serve wss://.")] = None,
           tls_key: Annotated[Optional[Path], typer.Option("--tls-key", help="PEM private key.")] = None,
           ) -> None:
-    """Serve the gateway (SQLite in the data dir unless a database URL is given)."""
+    """Serve the gateway in the foreground until Ctrl-C (SQLite in the data
+    dir unless a database URL is given)."""
     settings = _settings(config, data_dir, database_url, host=host, port=port,
                          tls_cert=tls_cert, tls_key=tls_key)
+    problem = _listen_problem(settings.host, settings.port)
+    if problem:
+        err.print(f"[red]error:[/red] {problem}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
@@ -81,6 +138,12 @@ def serve(host: Annotated[Optional[str], typer.Option(help="Address to bind.")] 
         run_server(settings)
     except KeyboardInterrupt:  # pragma: no cover
         pass
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:   # taken since the check above
+            raise
+        err.print(f"[red]error:[/red] {_listen_error(settings.host, settings.port, exc)}",
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
 # ---- tokens -----------------------------------------------------------------
@@ -215,17 +278,55 @@ def channels_add(
 @channels_app.command("list")
 def channels_list(as_json: JsonOut = False, data_dir: DataDir = None, database_url: DbUrl = None,
                   config: ConfigFile = None) -> None:
-    """List channels (never their keys)."""
+    """List channels (never their keys), and the built-in local channel when
+    it serves openopen8-local, with the state of its models."""
+    from .builtin_channel import builtin_channel, builtin_view, healthz_url
+
     settings = _settings(config, data_dir, database_url)
-    rows = [ops.channel_view(c) for c in _run(settings, lambda store, box: store.list_channels())]
+
+    async def go(store: Any, box: SecretBox) -> Any:
+        return await store.list_channels(), await builtin_channel(settings, store, box)
+
+    stored, builtin = _run(settings, go)
+    rows = [{**ops.channel_view(c), "builtin": False} for c in stored]
+    if builtin is not None:
+        rows.append(builtin_view(settings, builtin))
     if as_json:
         print(json.dumps(rows))
         return
     table = Table("name", "type", "url", "models", "priority", "weight", "state")
     for r in rows:
+        if r["builtin"]:
+            table.add_row(r["name"], "local (built-in)", "in-process", ", ".join(r["models"]),
+                          "-", "-", f"models {r['models_state']}")
+            continue
         table.add_row(r["name"], r["type"], r["url"], ", ".join(r["models"]), str(r["priority"]),
                       str(r["weight"]), "enabled" if r["enabled"] else "disabled")
-    out.print(table)
+    for col in table.columns:
+        col.overflow = "fold"          # a narrow terminal wraps names, never cuts them
+    console = out if out.is_terminal else Console(width=200)
+    console.print(table)
+    if builtin is not None:
+        r = rows[-1]
+        addr = healthz_url(settings).removesuffix("/healthz")
+        if r["parts"]:
+            console.print(f"local (built-in) runs {', '.join(p['model'] for p in r['parts'])}.",
+                          highlight=False, markup=False)
+        if r["models_state_from"] != "files":
+            console.print(f"Its models are {r['models_state']}, says the server at {addr}.",
+                          highlight=False, markup=False)
+        elif not r["problems"]:
+            console.print(f"Its models are installed; no server answers at {addr} "
+                          "(`openopen8 serve` loads them).", highlight=False, markup=False)
+        for problem in r["problems"]:
+            err.print(f"[yellow]{r['models_state']}:[/yellow] {escape(problem)}",
+                      highlight=False, soft_wrap=True)
+    if not rows:
+        why = ("local_engine = false turns the built-in local engine off"
+               if not settings.local_engine else
+               "the built-in local engine is not installed: scripts/install-local.sh")
+        err.print(f"No channels: add one with `openopen8 channels add` ({why}).",
+                  highlight=False, soft_wrap=True)
 
 
 @channels_app.command("disable")
@@ -275,7 +376,7 @@ def usage(token: Annotated[Optional[str], typer.Option(help="Only this token (na
     the cached ones; rows priced by the fallback price are counted."""
     settings = _settings(config, data_dir, database_url)
     report = _run(settings, lambda store, box: ops.usage_report(
-        store, by=by, token=token, model=model, since=since, until=until))
+        store, by=by, token=token, model=model, since=since, until=until, by_name="--by"))
     if as_json:
         print(json.dumps(report))
         return

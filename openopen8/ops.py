@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import calendar
+import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal, InvalidOperation
@@ -11,6 +13,7 @@ from .auth import display_prefix, hash_secret, new_secret
 from .billing import nanos_of, usd_text
 from .crypto import SecretBox
 from .store.base import ChannelRecord, StoreError, TokenLimits, TokenRecord
+from .store.ledger_sql import REPORT_GROUPS
 
 CHANNEL_TYPES = ("openai", "azure", "local")
 
@@ -22,17 +25,40 @@ def split_list(value: str | list[str] | None) -> list[str]:
     return [v.strip() for v in items if v and v.strip()]
 
 
+_DAY = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+
+
 def parse_expiry(value: str | None) -> datetime | None:
-    """``YYYY-MM-DD`` (valid through the end of that day, UTC) or an ISO timestamp."""
+    """``YYYY-MM-DD`` (valid through the end of that day, UTC) or an ISO
+    timestamp, not in the past: a token that expired before it was made is
+    a typo, not a wish (``tokens revoke`` ends a token now)."""
     if not value:
         return None
-    try:
-        if len(value) == 10:
-            return datetime.combine(date.fromisoformat(value), time.max, tzinfo=timezone.utc)
-        dt = datetime.fromisoformat(value)
-    except ValueError:
-        raise StoreError(f"not a date: {value!r} (use YYYY-MM-DD)") from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    m = _DAY.fullmatch(value.strip())
+    if m:
+        year, month, day = map(int, m.groups())
+        try:
+            dt = datetime.combine(date(year, month, day), time.max, tzinfo=timezone.utc)
+        except ValueError:
+            if not 1 <= month <= 12:
+                why = f"there is no month {month}"
+            elif year >= 1:
+                why = (f"{calendar.month_name[month]} {year} has "
+                       f"{calendar.monthrange(year, month)[1]} days")
+            else:
+                why = "there is no year 0"
+            raise StoreError(f"--expires {value}: that date does not exist ({why})") from None
+    else:
+        try:
+            dt = datetime.fromisoformat(value)
+        except ValueError:
+            raise StoreError(f"--expires {value!r} is not a date: use YYYY-MM-DD") from None
+        dt = dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    if dt <= datetime.now(timezone.utc):
+        raise StoreError(f"--expires {value} is in the past: the token could never be used. "
+                         "Give a later day (valid through that day, UTC) or leave --expires "
+                         "out; `openopen8 tokens revoke NAME` ends a token now.")
+    return dt
 
 
 @dataclass
@@ -140,10 +166,14 @@ REPORT_TOKENS = ("input_text", "input_audio", "input_image", "cached_text", "cac
 
 async def usage_report(store: Any, by: str = "model", token: str | None = None,
                        model: str | None = None, since: str | None = None,
-                       until: str | None = None) -> dict[str, Any]:
+                       until: str | None = None, by_name: str = "by") -> dict[str, Any]:
     """Ledger totals per day, model, token or channel, with a grand total.
     ``since`` is inclusive; ``until`` includes its day (or is exclusive as a
-    timestamp).  Costs are exact USD strings from the integer nano-dollars."""
+    timestamp).  Costs are exact USD strings from the integer nano-dollars.
+    ``by_name`` is what the caller's user typed ``by`` as (the CLI's
+    ``--by``, the admin API's query parameter), for the error message."""
+    if by not in REPORT_GROUPS:
+        raise StoreError(f"{by_name} must be one of {', '.join(REPORT_GROUPS)} (got {by!r})")
     rows = await store.usage_report(by, token=token, model=model, since=parse_when(since),
                                     until=parse_when(until, end=True))
     total: dict[str, Any] = {"key": "total"}

@@ -190,7 +190,7 @@ class LedgerOps:
         """Ledger totals grouped by ``by`` (day | model | token | channel),
         filtered by token name, model and ``since <= created_at < until``."""
         if by not in REPORT_GROUPS:
-            raise StoreError(f"--by must be one of {', '.join(REPORT_GROUPS)}")
+            raise StoreError(f"by must be one of {', '.join(REPORT_GROUPS)}")
         key = {"day": self._day(), "model": _L.c.model, "token": _T.c.name,
                "channel": func.coalesce(_L.c.channel, "")}[by].label("key")
         cols = [key,

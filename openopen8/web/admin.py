@@ -50,7 +50,8 @@ async def usage(request: web.Request) -> web.Response:
     try:
         report = await ops.usage_report(request.app[GATEWAY].store, by=q.get("by", "model"),
                                         token=q.get("token"), model=q.get("model"),
-                                        since=q.get("since"), until=q.get("until"))
+                                        since=q.get("since"), until=q.get("until"),
+                                        by_name="the 'by' query parameter")
     except StoreError as exc:
         return _error(400, str(exc), "invalid_value")
     return web.json_response(report)
