@@ -63,7 +63,11 @@ async def test_revoked_token_is_401(gateway):
 
 
 async def test_expired_token_is_401(gateway):
-    secret = await gateway.token("old", expires="2020-01-01")
+    # the CLI refuses a past expiry, so the token expires after it was made
+    from datetime import datetime, timezone
+    secret = await gateway.token("old", expires="2099-01-01")
+    await gateway.gw.store.update_token(
+        "old", {"expires_at": datetime(2020, 1, 1, tzinfo=timezone.utc)})
     status, body = await upgrade(gateway.url + "?model=gpt-realtime", {"api-key": secret})
     assert status == 401
     assert assert_error_shape(body)["code"] == "token_expired"
