@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import ssl
 
@@ -13,7 +14,7 @@ from aiohttp import web
 from .gateway import Gateway
 from .metrics import metrics_handler
 from .settings import Settings
-from .web import admin
+from .web import admin, models
 from .web.admin import GATEWAY
 from .web.front import FrontDoor
 from .web.listen import create_server
@@ -22,9 +23,22 @@ from .web.realtime import realtime
 log = logging.getLogger("openopen8")
 
 
+def local_engine_state(gw: Gateway) -> str:
+    """The built-in engine as /healthz reports it: ``ready``, ``loading``,
+    ``unavailable`` (not installed, or its models failed to load) or
+    ``disabled`` (``local_engine = false``)."""
+    if not gw.settings.local_engine:
+        return "disabled"
+    return gw.router.local_state()
+
+
 async def healthz(request: web.Request) -> web.Response:
+    """Always 200 (the process is alive); ``status`` is ``starting`` while
+    the local models load -- a client connecting then may be told to retry."""
     gw = request.app[GATEWAY]
-    return web.json_response({"status": "ok", "sessions": len(gw.sessions)})
+    local = local_engine_state(gw)
+    return web.json_response({"status": "starting" if local == "loading" else "ok",
+                              "local_engine": local, "sessions": len(gw.sessions)})
 
 
 @web.middleware
@@ -42,13 +56,14 @@ async def _one_request(request: web.Request, handler) -> web.StreamResponse:
 
 
 def create_app(gw: Gateway) -> web.Application:
-    """The plain HTTP side (health, metrics, admin API), served by aiohttp
-    behind the front door."""
+    """The plain HTTP side (health, metrics, admin API, the model list),
+    served by aiohttp behind the front door."""
     app = web.Application(client_max_size=1024 * 1024, middlewares=[_one_request])
     app[GATEWAY] = gw
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_handler)
     admin.add_routes(app)
+    models.add_routes(app)
     return app
 
 
@@ -149,6 +164,30 @@ def run(settings: Settings) -> None:
         runner.run(serve(settings))
 
 
+def keep_log_streams() -> None:
+    """Give the log handlers on stdout/stderr descriptors of their own.
+
+    llama-cpp-python silences llama.cpp while it loads a model by pointing
+    descriptors 1 and 2 at /dev/null -- for the whole process, so every line
+    any thread logged meanwhile was lost: a client told the models are still
+    loading, a refusal, the next model's progress (seen in ``serve``'s log).
+    A handler that writes to a duplicate of the descriptor keeps writing where
+    the operator reads."""
+    for handler in logging.getLogger().handlers:
+        if type(handler) is not logging.StreamHandler:
+            continue
+        stream = handler.stream
+        try:
+            fd = stream.fileno()
+        except (AttributeError, OSError, ValueError):   # not a descriptor (io.StringIO …)
+            continue
+        if fd not in (1, 2):
+            continue
+        handler.setStream(open(os.dup(fd), "w", buffering=1, closefd=True,
+                               encoding=getattr(stream, "encoding", None) or "utf-8",
+                               errors=getattr(stream, "errors", None) or "backslashreplace"))
+
+
 def raise_mmap_threshold() -> None:
     """Keep asyncio's read buffers off mmap.
 
@@ -166,6 +205,7 @@ def raise_mmap_threshold() -> None:
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     """Run until SIGINT/SIGTERM; running sessions are closed with 1012."""
     raise_mmap_threshold()
+    keep_log_streams()
     srv = await Server.start(settings)
     gw = srv.gw
     scheme = "wss" if settings.tls_cert else "ws"

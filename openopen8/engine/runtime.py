@@ -4,6 +4,8 @@
 (the same object for the same backends), and :meth:`LocalEngine.ensure_loaded`
 loads the four models the first time it is awaited -- off the event loop, in
 parallel, with one progress line each -- and afterwards returns at once.
+:attr:`LocalEngine.state` says where that stands (``/healthz`` shows it, and
+a client that connects while the models load is told why it waits).
 """
 
 from __future__ import annotations
@@ -42,10 +44,22 @@ class LocalEngine:
         self._loading: asyncio.Future[None] | None = None
         self._lock = threading.Lock()
         self.load_seconds: dict[str, float] = {}
+        #: why the last load failed (None when it did not)
+        self.failure: str | None = None
 
     @property
     def loaded(self) -> bool:
         return self._loaded
+
+    @property
+    def state(self) -> str:
+        """``ready``, ``loading``, ``failed`` (the last load raised), or
+        ``idle`` (no load asked for yet)."""
+        if self._loaded:
+            return "ready"
+        if self._loading is not None and not self._loading.done():
+            return "loading"
+        return "failed" if self.failure is not None else "idle"
 
     def _load_one(self, kind: str, part: Any) -> None:
         t0 = time.perf_counter()
@@ -80,8 +94,13 @@ class LocalEngine:
         progress("local engine: loading models (first use in this process)")
         loop = asyncio.get_running_loop()
         kinds = ("vad", "stt", "llm", "tts")
-        await asyncio.gather(*(loop.run_in_executor(None, self._load_one, k, p)
-                               for k, p in zip(kinds, self.backends.parts())))
+        try:
+            await asyncio.gather(*(loop.run_in_executor(None, self._load_one, k, p)
+                                   for k, p in zip(kinds, self.backends.parts())))
+        except Exception as exc:
+            self.failure = str(exc) or type(exc).__name__
+            raise
+        self.failure = None
         self._loaded = True
 
     async def open_session(self, session_id: str, model: str) -> LocalEndpoint:

@@ -4,14 +4,21 @@ Enabled channels serving the model, highest priority first, weighted random
 within a priority; when a channel's handshake fails the next one is tried.
 Channels are re-read from the store every few seconds, so the CLI's changes
 reach a running server without a restart.
+
+What is served is said in one place, :meth:`Router.models`: ``GET /v1/models``
+lists it, and a request for a model nobody serves is refused with that list
+and the closest name in it -- on a self-hosted gateway the user reading the
+404 is usually the administrator it tells to ask.
 """
 
 from __future__ import annotations
 
 import asyncio
+import difflib
 import logging
 import random
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 
@@ -33,7 +40,22 @@ _KIND_TEXT = {
     "unreachable": "the upstream cannot be reached",
     "timeout": "the upstream did not answer in time",
     "protocol": "the upstream did not speak the Realtime protocol",
+    "loading": "the local models are still loading",
 }
+
+#: at most this many model names in a refusal (the rest: GET /v1/models)
+_NAMES_SHOWN = 20
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A model this gateway serves now, as ``GET /v1/models`` lists it."""
+
+    id: str
+    #: the channel type ("openai", "azure"), or "openopen8" for the built-in engine
+    owned_by: str
+    #: Unix seconds: when its first channel was added (the built-in engine: server start)
+    created: int
 
 
 def weighted_order(chs: list[ChannelRecord], rnd: random.Random | None = None) -> list[ChannelRecord]:
@@ -57,6 +79,7 @@ class Router:
         self._loaded_at = float("-inf")
         self._lock = asyncio.Lock()
         self._providers: dict[tuple, Provider] = {}
+        self._started = int(time.time())
 
     async def channels(self) -> list[ChannelRecord]:
         if time.monotonic() - self._loaded_at > self.refresh_seconds:
@@ -87,7 +110,42 @@ class Router:
             return None
         if self._local is None:
             self._local = self.local_factory()
+            if getattr(self._local, "load_timeout", 0) is None:
+                # a client waits for loading models no longer than for an upstream
+                self._local.load_timeout = self.timeout   # type: ignore[attr-defined]
         return self._local
+
+    def local_state(self) -> str:
+        """The built-in engine: ``ready``, ``loading``, or ``unavailable``
+        (not installed or disabled here, or its last load failed)."""
+        if self.local_factory is None:
+            return "unavailable"
+        try:
+            state = getattr(self.local_provider(), "state", "ready")
+        except Exception:  # noqa: BLE001 - a backend that cannot even be built
+            return "unavailable"
+        return {"ready": "ready", "failed": "unavailable"}.get(state, "loading")
+
+    async def models(self, allows: Callable[[str], bool] | None = None) -> list[ServedModel]:
+        """The models served now, by name: enabled channels' models, and the
+        built-in engine's when no channel lists it (as :meth:`serving` routes)
+        unless it failed to load; only those ``allows`` (a token's) passes."""
+        chs = await self.channels()
+        found: dict[str, ServedModel] = {}
+        for ch in sorted(chs, key=lambda c: -c.priority):
+            if not ch.enabled:
+                continue
+            created = int(ch.created_at.timestamp()) if ch.created_at else self._started
+            for m in ch.models:
+                seen = found.get(m)
+                if seen is None:
+                    found[m] = ServedModel(m, ch.type, created)
+                elif created < seen.created:
+                    found[m] = ServedModel(m, seen.owned_by, created)
+        listed = any(LOCAL_MODEL in c.models for c in chs)
+        if not listed and self.local_factory is not None and self.local_state() != "unavailable":
+            found[LOCAL_MODEL] = ServedModel(LOCAL_MODEL, "openopen8", self._started)
+        return [found[m] for m in sorted(found) if allows is None or allows(m)]
 
     def provider(self, ch: ChannelRecord) -> Provider:
         key = (ch.id, ch.type, ch.base_url, ch.key_encrypted, ch.api_version,
@@ -114,12 +172,19 @@ class Router:
                                  ch.api_version, timeout=self.timeout)
         raise UpstreamError("protocol", f"unknown channel type {ch.type!r}")
 
-    async def check(self, model: str) -> list[ChannelRecord]:
-        """The candidate channels in the order to try them, or NoChannelError."""
+    async def check(self, model: str,
+                    allows: Callable[[str], bool] | None = None) -> list[ChannelRecord]:
+        """The candidate channels in the order to try them, or NoChannelError
+        naming the models served now (those ``allows`` passes) and the
+        closest of them to ``model``."""
         enabled, listed = await self.serving(model)
         if not enabled:
             status = 503 if listed else 404
-            raise NoChannelError(f"{NO_CHANNEL_MESSAGE} (model: {model})", status=status,
+            served = await self.models()
+            names = [m.id for m in served if allows is None or allows(m.id)]
+            hint = served_hint(model, names, any_served=bool(served))
+            raise NoChannelError(f"{NO_CHANNEL_MESSAGE} (model: {model}){hint}",
+                                 status=status,
                                  code="model_not_available" if listed else "model_not_found")
         return weighted_order(enabled)
 
@@ -144,8 +209,26 @@ class Router:
                 continue
             return ch, prov, ep
         kinds = list(dict.fromkeys(failures))
+        if kinds == ["loading"]:        # not a failure: ready in a few seconds
+            raise UpstreamFailure(local_detail.strip(), status=503, code="model_loading")
         text = "; ".join(_KIND_TEXT.get(k, k) for k in kinds)
         raise UpstreamFailure(
             f"Could not open an upstream Realtime session for model {req.model} "
             f"({len(failures)} channel{'s' if len(failures) != 1 else ''} tried): {text}.{local_detail}",
             code="upstream_" + (kinds[0] if len(kinds) == 1 else "failed"))
+
+
+def served_hint(model: str, names: list[str], any_served: bool = True) -> str:
+    """`` Did you mean 'x'? Models served here: a, b.`` for a refusal."""
+    if not names:
+        if any_served:
+            return " No model served here is allowed for this token."
+        return (" No model is served here yet: add a channel with `openopen8 channels add` "
+                "(or enable the built-in local engine).")
+    by_lower = {n.lower(): n for n in names}
+    close = difflib.get_close_matches(model.lower(), list(by_lower), n=1)
+    hint = f" Did you mean '{by_lower[close[0]]}'?" if close else ""
+    shown = ", ".join(names[:_NAMES_SHOWN])
+    extra = len(names) - _NAMES_SHOWN
+    more = f" and {extra} more (GET /v1/models)" if extra > 0 else ""
+    return f"{hint} Models served here: {shown}{more}."

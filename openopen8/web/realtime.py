@@ -3,7 +3,8 @@ run the relay (the front door hands the request over, see ``web/front.py``).
 
 Every refusal that can be known before the upgrade is an HTTP status with an
 OpenAI-style JSON body: 401 (token), 403 (model not allowed), 429 (limits),
-404/503 (no channel), 502 (every channel's upstream failed).
+404/503 (no channel; the 404 names the models served), 503 (the local models
+are still loading), 502 (every channel's upstream failed).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ async def realtime(gw, door: FrontDoor, head: Head) -> None:
         if not token.allows(model):
             raise GatewayError(f"This gateway token may not use the model {model}.",
                                code="model_not_allowed", status=403)
-        candidates = await gw.router.check(model)
+        candidates = await gw.router.check(model, token.allows)   # a 404 lists what it may use
         await gw.admit(token, model)
         beta = wants_beta(head.headers)
         s = Session(id="sess_" + secrets.token_hex(12), model=model, token=token,
