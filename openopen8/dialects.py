@@ -15,6 +15,9 @@ Conventions:
 * Unknown keys are copied through untouched, in both directions.
 * When a request carries both a GA field and its beta alias, the GA field
   wins and the alias is dropped.
+* Values are whatever JSON a client or an upstream sent: the functions
+  check a value's type before they use it as a dict, a list or a key, and
+  copy what they do not understand.
 """
 
 from __future__ import annotations
@@ -67,6 +70,36 @@ def format_to_ga(name: Any, rate: Any = None) -> Any:
     if ga_type == "audio/pcm":
         return {"type": ga_type, "rate": rate if rate is not None else BETA_PCM_RATE}
     return {"type": ga_type}
+
+
+#: said after a format error to a client that wrote beta names
+BETA_FORMATS_HINT = (" (beta names: 'pcm16' -- 24 kHz, or another rate in "
+                     "input_audio_sample_rate / output_audio_sample_rate -- 'g711_ulaw', "
+                     "'g711_alaw'.)")
+
+
+def aliased_formats(src: dict[str, Any], ga: dict[str, Any], where: str,
+                    sides: tuple[str, ...] = ("input", "output")
+                    ) -> list[tuple[str, str, Any]]:
+    """The formats in ``ga`` (a translated session or ``response.create``
+    options) that came from beta names in ``src`` (``{side}_audio_format`` /
+    ``{side}_audio_sample_rate``): ``(side, GA param, format)`` with the GA
+    param ``{where}.audio.{side}.format``, so a bad one can be named the way
+    the client wrote it.  A side whose GA ``format`` the client also wrote
+    is left out: that one won."""
+    out: list[tuple[str, str, Any]] = []
+    audio = src.get("audio")
+    ga_audio = ga.get("audio")
+    for side in sides:
+        if f"{side}_audio_format" not in src and f"{side}_audio_sample_rate" not in src:
+            continue
+        written = audio.get(side) if isinstance(audio, dict) else None
+        if isinstance(written, dict) and "format" in written:
+            continue
+        got = ga_audio.get(side) if isinstance(ga_audio, dict) else None
+        if isinstance(got, dict) and "format" in got:
+            out.append((side, f"{where}.audio.{side}.format", got["format"]))
+    return out
 
 
 def format_to_beta(fmt: Any) -> tuple[Any, Any]:
@@ -126,7 +159,8 @@ def item_to_beta(item: Any) -> bool:
     changed = False
     for part in content:
         if isinstance(part, dict):
-            new = _CONTENT_GA_TO_BETA.get(part.get("type"))  # type: ignore[arg-type]
+            t = part.get("type")
+            new = _CONTENT_GA_TO_BETA.get(t) if isinstance(t, str) else None
             if new is not None:
                 part["type"] = new
                 changed = True
@@ -147,7 +181,8 @@ def item_to_ga(item: Any) -> bool:
     changed = False
     for part in content:
         if isinstance(part, dict):
-            new = table.get(part.get("type"))  # type: ignore[arg-type]
+            t = part.get("type")
+            new = table.get(t) if isinstance(t, str) else None
             if new is not None:
                 part["type"] = new
                 changed = True

@@ -8,6 +8,7 @@ is always 8 kHz.  On the wire (GA) these are ``{"type": "audio/pcm",
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any, NamedTuple
 
 
@@ -42,6 +43,14 @@ OPENAI_FORMATS = frozenset({PCM24, PCMU, PCMA})
 _KINDS = {"audio/pcm": "pcm", "audio/pcmu": "pcmu", "audio/pcma": "pcma"}
 
 
+#: a client's value as a message quotes it: short, whatever its size or depth
+_QUOTE = reprlib.Repr()
+_QUOTE.maxstring = _QUOTE.maxother = 40
+_QUOTE.maxlong = 20
+_QUOTE.maxlevel = 2
+quote = _QUOTE.repr
+
+
 class FormatError(ValueError):
     def __init__(self, message: str, subfield: str = "") -> None:
         super().__init__(message)
@@ -51,13 +60,15 @@ class FormatError(ValueError):
 def parse_ga_format(obj: Any, default_rate: int = 24000) -> Fmt:
     """A GA ``format`` object -> :class:`Fmt`; :class:`FormatError` if the
     gateway cannot handle it.  A ``audio/pcm`` without ``rate`` gets
-    ``default_rate`` (24000, or the rate hint the client gave at connect)."""
+    ``default_rate`` (24000, or the rate hint the client gave at connect).
+    ``obj`` is whatever JSON the client sent: any type, any depth."""
     if not isinstance(obj, dict):
         raise FormatError("The audio format must be an object such as "
                           '{"type": "audio/pcm", "rate": 24000}.')
-    kind = _KINDS.get(obj.get("type"))  # type: ignore[arg-type]
+    t = obj.get("type")
+    kind = _KINDS.get(t) if isinstance(t, str) else None
     if kind is None:
-        raise FormatError(f"Unsupported audio format type {obj.get('type')!r}; supported: "
+        raise FormatError(f"Unsupported audio format type {quote(t)}; supported: "
                           "'audio/pcm' (with a rate), 'audio/pcmu', 'audio/pcma'.", "type")
     if kind != "pcm":
         return Fmt(kind, 8000)
@@ -67,7 +78,7 @@ def parse_ga_format(obj: Any, default_rate: int = 24000) -> Fmt:
     if isinstance(rate, float) and rate.is_integer():
         rate = int(rate)
     if not isinstance(rate, int) or isinstance(rate, bool) or rate not in SUPPORTED_PCM_RATES:
-        raise FormatError(f"Unsupported PCM sample rate {rate!r}; supported rates: "
+        raise FormatError(f"Unsupported PCM sample rate {quote(rate)}; supported rates: "
                           + ", ".join(map(str, SUPPORTED_PCM_RATES)) + ".", "rate")
     return Fmt("pcm", rate)
 

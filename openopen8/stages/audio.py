@@ -26,17 +26,26 @@ so the time fields (``audio_start_ms``, ``audio_end_ms``, truncation
 
 When client and upstream formats match there is no conversion work at all:
 an append or a delta costs a dict lookup and an attribute check.
+
+Events may carry any JSON.  A format the stage cannot use is answered with
+``invalid_value`` naming the field in the client's dialect; ids must be
+strings to key a conversion stream; anything else it does not understand
+goes on as it came, and :mod:`.shapes` covers the rest (two ``type`` keys,
+nesting too deep to write, an upstream's text that is not JSON).
 """
 
 from __future__ import annotations
 
 from typing import Any, Iterable
 
+import orjson
+
 from ..audio.convert import StreamConverter, b64decode, b64encode, convert_once
 from ..audio.formats import OPENAI_FORMATS, PCM24, Fmt, FormatError, parse_ga_format
-from ..dialects import BETA, param_for
+from ..dialects import BETA, BETA_FORMATS_HINT, param_for
 from ..events import Event, error_event, new_event_id
 from ..relay.stage import BaseStage, Forward, Session
+from .shapes import client_data, client_out, event_id_of, server_data, server_out
 
 APPEND = "input_audio_buffer.append"
 DELTA = "response.output_audio.delta"
@@ -121,10 +130,13 @@ class AudioStage(BaseStage):
         h = _CLIENT.get(t)  # type: ignore[arg-type]
         if h is None:
             return ev
-        return h(self, ev, s)
+        return client_out(h(self, ev, s), s, ev)
 
     def _append(self, ev: Event, st: _State, s: Session) -> Forward:
         d = ev.data
+        if d.get("type") != APPEND:
+            client_data(ev, s)             # two 'type' keys: answered there
+            return None
         audio = d.get("audio")
         if not isinstance(audio, str):
             return ev                      # let the upstream explain
@@ -132,13 +144,17 @@ class AudioStage(BaseStage):
             pcm = b64decode(audio)
         except ValueError:
             s.reply(error_event("The 'audio' field is not valid base64.", code="invalid_value",
-                                param="audio", event_id=d.get("event_id")))
+                                param="audio", event_id=event_id_of(d)))
             return None
         out = st.in_conv.process(pcm)  # type: ignore[union-attr]
         if not out:
             return None                    # the resampler holds it; it comes out later
         d["audio"] = b64encode(out)
         ev.touch()
+        try:
+            ev.text                        # written now, as metering or the relay would
+        except orjson.JSONEncodeError:
+            return client_out(ev, s, ev)   # nested too deep: answered there
         return ev
 
     def _flush_input(self, ev: Event, s: Session) -> Forward:
@@ -153,7 +169,9 @@ class AudioStage(BaseStage):
         return [Event.from_data({"type": APPEND, "audio": b64encode(tail)}), ev]
 
     def _session_update(self, ev: Event, s: Session) -> Forward:
-        d = ev.data
+        d = client_data(ev, s)
+        if d is None:
+            return None
         sess = d.get("session")
         if not isinstance(sess, dict):
             return ev
@@ -161,7 +179,6 @@ class AudioStage(BaseStage):
         if not isinstance(audio, dict):
             return ev
         st = self._state(s)
-        s.rechain()            # formats may change: appends/deltas may need converting
         new: dict[str, tuple[dict[str, Any], Fmt]] = {}
         for side in ("input", "output"):
             a = audio.get(side)
@@ -174,42 +191,47 @@ class AudioStage(BaseStage):
                 return None                # OpenAI too discards a bad update whole
         if not new:
             return ev
-        pre: list[Event] = []
+        # the upstream is asked for what it accepts; the event is written
+        # before the session's formats change, so a refused one changes nothing
+        up = {side: self._upstream_for(fmt) for side, (_, fmt) in new.items()}
         changed = False
+        for side, (a, _) in new.items():
+            want = up[side].to_ga()
+            if a["format"] != want:
+                a["format"] = want
+                changed = True
+        if changed:
+            ev.touch()
+            if client_out(ev, s, ev) is None:
+                return None
+        s.rechain()            # formats may change: appends/deltas may need converting
+        pre: list[Event] = []
         if "input" in new:
-            a, fmt = new["input"]
+            fmt = new["input"][1]
             if fmt != st.client_in:
                 if st.in_conv is not None:
                     tail = st.in_conv.flush()
                     if tail:
                         pre.append(Event.from_data({"type": APPEND, "audio": b64encode(tail)}))
                 st.client_in = fmt
-                st.up_in = self._upstream_for(fmt)
+                st.up_in = up["input"]
                 st.in_conv = (StreamConverter(fmt, st.up_in, self.quality)
                               if fmt != st.up_in else None)
-            want = st.up_in.to_ga()
-            if a["format"] != want:
-                a["format"] = want
-                changed = True
         if "output" in new:
-            a, fmt = new["output"]
+            fmt = new["output"][1]
             if fmt != st.client_out:
                 st.client_out = fmt
-                st.up_out = self._upstream_for(fmt)
+                st.up_out = up["output"]
                 st.out_convs.clear()
-            want = st.up_out.to_ga()
-            if a["format"] != want:
-                a["format"] = want
-                changed = True
-        if changed:
-            ev.touch()
         if pre:
             pre.append(ev)
             return pre
         return ev
 
     def _response_create(self, ev: Event, s: Session) -> Forward:
-        d = ev.data
+        d = client_data(ev, s)
+        if d is None:
+            return None
         resp = d.get("response")
         if not isinstance(resp, dict):
             return ev
@@ -234,7 +256,7 @@ class AudioStage(BaseStage):
                     "Change the output format with session.update instead.",
                     code="invalid_value",
                     param=param_for(s.client_dialect, "response.audio.output.format"),
-                    event_id=d.get("event_id")))
+                    event_id=event_id_of(d)))
                 return None
         if st.in_conv is not None and self._items_audio(resp.get("input"), st, to_upstream=True):
             changed = True
@@ -246,7 +268,9 @@ class AudioStage(BaseStage):
         st = self._state(s)
         if st.in_conv is None and st.client_out == st.up_out:
             return ev
-        d = ev.data
+        d = client_data(ev, s)
+        if d is None:
+            return None
         if self._items_audio([d.get("item")], st, to_upstream=True):
             ev.touch()
         return ev
@@ -283,11 +307,9 @@ class AudioStage(BaseStage):
         param = ga_param + ("." + e.subfield if e.subfield else "")
         msg = str(e)
         if s.client_dialect == BETA:
-            msg += (" (beta names: 'pcm16' -- 24 kHz, or another rate in "
-                    "input_audio_sample_rate / output_audio_sample_rate -- 'g711_ulaw', "
-                    "'g711_alaw'.)")
+            msg += BETA_FORMATS_HINT
         s.reply(error_event(msg, code="invalid_value", param=param_for(s.client_dialect, param),
-                            event_id=d.get("event_id")))
+                            event_id=event_id_of(d)))
 
     # ============================================================ upstream -> client
     def on_server(self, ev: Event, s: Session) -> Forward:
@@ -300,15 +322,24 @@ class AudioStage(BaseStage):
         h = _SERVER.get(t)  # type: ignore[arg-type]
         if h is None:
             return ev
-        return h(self, ev, s)
+        raw = ev.raw
+        return server_out(h(self, ev, s), raw, t)
 
     def _delta(self, ev: Event, st: _State) -> Forward:
-        d = ev.data
+        # shapes.server_data, inlined: this runs per delta
+        raw = ev.raw
+        try:
+            d = ev.data
+        except orjson.JSONDecodeError:
+            return ev
         audio = d.get("delta")
-        if not isinstance(audio, str):
+        if not isinstance(audio, str) or d.get("type") != DELTA:
             return ev
         key = (d.get("item_id"), d.get("content_index"))
-        entry = st.out_convs.get(key)
+        try:
+            entry = st.out_convs.get(key)
+        except TypeError:                  # an id that cannot key a stream (a list...)
+            return ev
         if entry is None:
             entry = st.out_convs[key] = (
                 d.get("response_id"), StreamConverter(st.up_out, st.client_out, self.quality))
@@ -320,14 +351,23 @@ class AudioStage(BaseStage):
             return None
         d["delta"] = b64encode(out)
         ev.touch()
+        try:
+            ev.text                        # written now, as the relay would
+        except orjson.JSONEncodeError:
+            return server_out(ev, raw, DELTA)
         return ev
 
     def _audio_done(self, ev: Event, s: Session) -> Forward:
         st = s.facts.get(STATE_KEY)
         if st is None or not st.out_convs:
             return ev
-        d = ev.data
-        entry = st.out_convs.pop((d.get("item_id"), d.get("content_index")), None)
+        d = server_data(ev)
+        if d is None:
+            return ev
+        try:
+            entry = st.out_convs.pop((d.get("item_id"), d.get("content_index")), None)
+        except TypeError:
+            return ev
         if entry is None:
             return ev
         tail = entry[1].flush()
@@ -344,7 +384,11 @@ class AudioStage(BaseStage):
         st = s.facts.get(STATE_KEY)
         if st is None or not st.out_convs:
             return ev
-        rid = ev.data.get("response", {}).get("id")
+        d = server_data(ev)
+        if d is None:
+            return ev
+        resp = d.get("response")
+        rid = resp.get("id") if isinstance(resp, dict) else None
         for key in [k for k, (r, _) in st.out_convs.items() if r == rid]:
             del st.out_convs[key]
         return ev
@@ -357,7 +401,9 @@ class AudioStage(BaseStage):
         st = s.facts.get(STATE_KEY) or self._state(s)
         if st.client_in == st.up_in and st.client_out == st.up_out:
             return ev
-        d = ev.data
+        d = server_data(ev)
+        if d is None:
+            return ev
         sess = d.get("session")
         audio = sess.get("audio") if isinstance(sess, dict) else None
         if not isinstance(audio, dict):
@@ -383,7 +429,8 @@ class AudioStage(BaseStage):
         st = s.facts.get(STATE_KEY)
         if st is None or (st.in_conv is None and st.client_out == st.up_out):
             return ev
-        if self._items_audio([ev.data.get("item")], st, to_upstream=False):
+        d = server_data(ev)
+        if d is not None and self._items_audio([d.get("item")], st, to_upstream=False):
             ev.touch()
         return ev
 

@@ -18,15 +18,27 @@ GA is the gateway's internal dialect, so two instances bracket the chain::
 Per-session state lives in ``s.facts`` (``dialect.client`` /
 ``dialect.upstream``) so one stage object may serve many sessions.
 The rules are documented in ``docs/dialects-and-audio.md``.
+
+Events may carry any JSON: the handlers check a value's type before they
+use it as a dict, a list or a key (ids must be strings to be remembered),
+and the dispatchers apply :mod:`.shapes` -- a client event the stage cannot
+forward gets an ``error``, an upstream event it cannot read goes on as it
+came.  A beta format name a client wrote (``input_audio_format``, also in a
+GA client's update) is checked here, where the name it wrote is known, so
+an error names it.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
+import orjson
+
 from .. import dialects as D
+from ..audio.formats import FormatError, parse_ga_format
 from ..events import Event, error_event, new_event_id
 from ..relay.stage import BaseStage, Forward, Session
+from .shapes import client_data, client_out, event_id_of, server_data, server_out
 
 _PFX = '{"type":"'
 
@@ -48,10 +60,14 @@ def _rename(ev: Event, rule: tuple[str, str, str]) -> Event:
     if raw is not None and raw.startswith(old_pfx):
         # one copy of the text (str.replace stops at the first match, at 0)
         return Event(raw=raw.replace(old_pfx, new_pfx, 1), type=new)
-    d = ev.data
+    try:
+        d = ev.data
+    except orjson.JSONDecodeError:
+        return ev                        # not JSON: on as it came
+    t = ev.type
     d["type"] = new
     ev.touch()
-    return ev
+    return server_out(ev, raw, t)
 
 
 class _ClientState:
@@ -131,7 +147,7 @@ class DialectStage(BaseStage):
         h = _CLIENT_IN.get(ev.type)  # type: ignore[arg-type]
         if h is None:
             return ev
-        return h(self, ev, s)
+        return client_out(h(self, ev, s), s, ev)
 
     def _decide(self, s: Session, beta: bool) -> None:
         """First session.update (or transcription_session.update) decides
@@ -149,7 +165,9 @@ class DialectStage(BaseStage):
         return f.get("input_rate"), f.get("output_rate")
 
     def _session_update_in(self, ev: Event, s: Session) -> Forward:
-        d = ev.data
+        d = client_data(ev, s)
+        if d is None:
+            return None
         sess = d.get("session")
         if not isinstance(sess, dict):
             return ev
@@ -158,19 +176,25 @@ class DialectStage(BaseStage):
             return ev                       # plain GA: untouched
         in_rate, out_rate = self._hints(s)
         ga, dropped = D.session_to_ga(sess, input_rate=in_rate, output_rate=out_rate)
+        if self._bad_alias(sess, ga, "session", ("input", "output"), d, s):
+            return None
         d["session"] = ga
         ev.touch()
         self._warn_dropped(dropped, "session", d, s)
         return ev
 
     def _transcription_update_in(self, ev: Event, s: Session) -> Forward:
-        d = ev.data
+        d = client_data(ev, s)
+        if d is None:
+            return None
         sess = d.get("session")
         self._decide(s, True)
         if not isinstance(sess, dict):
             sess = {}
         in_rate, _ = self._hints(s)
         ga, dropped = D.transcription_session_to_ga(sess, input_rate=in_rate)
+        if self._bad_alias(sess, ga, "session", ("input",), d, s):
+            return None
         out: dict[str, Any] = {"type": "session.update"}
         if "event_id" in d:
             out["event_id"] = d["event_id"]
@@ -179,13 +203,17 @@ class DialectStage(BaseStage):
         return Event.from_data(out)
 
     def _response_create_in(self, ev: Event, s: Session) -> Forward:
-        d = ev.data
+        d = client_data(ev, s)
+        if d is None:
+            return None
         resp = d.get("response")
         if not isinstance(resp, dict):
             return ev
         if s.client_dialect != D.BETA and not _RESPONSE_BETA_KEYS.intersection(resp):
             return ev
         ga, dropped = D.response_params_to_ga(resp)
+        if self._bad_alias(resp, ga, "response", ("output",), d, s):
+            return None
         d["response"] = ga
         ev.touch()
         self._warn_dropped(dropped, "response", d, s)
@@ -194,10 +222,28 @@ class DialectStage(BaseStage):
     def _item_create_in(self, ev: Event, s: Session) -> Forward:
         if s.client_dialect != D.BETA:
             return ev
-        d = ev.data
+        d = client_data(ev, s)
+        if d is None:
+            return None
         if D.item_to_ga(d.get("item")):
             ev.touch()
         return ev
+
+    def _bad_alias(self, src: dict[str, Any], ga: dict[str, Any], where: str,
+                   sides: tuple[str, ...], d: dict[str, Any], s: Session) -> bool:
+        """Answer an audio format given by beta names that the gateway cannot
+        handle, naming the field the client wrote (the audio stage, which
+        checks the rest, sees GA names only).  True if answered: the event
+        is discarded whole, as OpenAI discards a bad update."""
+        for side, param, fmt in D.aliased_formats(src, ga, where, sides):
+            try:
+                parse_ga_format(fmt, s.facts.get(f"{side}_rate") or 24000)
+            except FormatError as e:
+                param += "." + e.subfield if e.subfield else ""
+                s.reply(error_event(str(e) + D.BETA_FORMATS_HINT, code="invalid_value",
+                                    param=D.param_to_beta(param), event_id=event_id_of(d)))
+                return True
+        return False
 
     def _warn_dropped(self, dropped: list[str], where: str, d: dict[str, Any],
                       s: Session) -> None:
@@ -215,7 +261,7 @@ class DialectStage(BaseStage):
                 "This is a warning, not a failure: the session continues. "
                 "It is reported once per session.",
                 type="invalid_request_error", code="parameter_ignored", param=param,
-                event_id=d.get("event_id")))
+                event_id=event_id_of(d)))
 
     # ---- gateway -> client (GA -> beta)
     def _client_out(self, ev: Event, s: Session) -> Forward:
@@ -228,7 +274,10 @@ class DialectStage(BaseStage):
         h = _CLIENT_OUT.get(t)  # type: ignore[arg-type]
         if h is None:
             return ev
-        return h(self, ev, s)
+        raw = ev.raw
+        if server_data(ev) is None:
+            return ev
+        return server_out(h(self, ev, s), raw, t)
 
     def _session_out(self, ev: Event, s: Session) -> Forward:
         d = ev.data
@@ -236,7 +285,8 @@ class DialectStage(BaseStage):
         if not isinstance(sess, dict):
             return ev
         if sess.get("type") == "transcription":
-            d["type"] = "transcription_session." + d["type"].split(".", 1)[1]
+            t: str = ev.type  # type: ignore[assignment]
+            d["type"] = "transcription_session." + t.split(".", 1)[1]
         d["session"] = D.session_to_beta(sess)
         ev.touch()
         return ev
@@ -251,7 +301,7 @@ class DialectStage(BaseStage):
         item = d.get("item")
         st = self._cstate(s)
         iid = item.get("id") if isinstance(item, dict) else None
-        if iid is not None:
+        if isinstance(iid, str):
             if iid in st.seen_items:
                 return None
             st.seen_items.add(iid)
@@ -262,7 +312,7 @@ class DialectStage(BaseStage):
 
     def _item_deleted_out(self, ev: Event, s: Session) -> Forward:
         iid = ev.data.get("item_id")
-        if iid is not None:
+        if isinstance(iid, str):
             self._cstate(s).seen_items.discard(iid)
         return ev
 
@@ -274,7 +324,8 @@ class DialectStage(BaseStage):
     def _part_out(self, ev: Event, s: Session) -> Forward:
         part = ev.data.get("part")
         if isinstance(part, dict):
-            new = _PART_TO_BETA.get(part.get("type"))  # type: ignore[arg-type]
+            pt = part.get("type")
+            new = _PART_TO_BETA.get(pt) if isinstance(pt, str) else None
             if new is not None:
                 part["type"] = new
                 ev.touch()
@@ -306,7 +357,10 @@ class DialectStage(BaseStage):
         h = _UPSTREAM_OUT.get(ev.type)  # type: ignore[arg-type]
         if h is None:
             return ev
-        return h(self, ev, s)
+        d = client_data(ev, s)
+        if d is None:
+            return None
+        return client_out(h(self, ev, s), s, ev)
 
     def _session_update_up(self, ev: Event, s: Session) -> Forward:
         d = ev.data
@@ -338,14 +392,17 @@ class DialectStage(BaseStage):
         h = _UPSTREAM_IN.get(t)  # type: ignore[arg-type]
         if h is None:
             return ev
-        return h(self, ev, s)
+        raw = ev.raw
+        if server_data(ev) is None:
+            return ev
+        return server_out(h(self, ev, s), raw, t)
 
     def _session_in(self, ev: Event, s: Session) -> Forward:
         d = ev.data
         sess = d.get("session")
         if not isinstance(sess, dict):
             return ev
-        t = d["type"]
+        t: str = ev.type  # type: ignore[assignment]
         if t.startswith("transcription_session."):
             d["type"] = "session." + t.split(".", 1)[1]
             ga, _ = D.transcription_session_to_ga(sess)
@@ -374,7 +431,7 @@ class DialectStage(BaseStage):
             return ev
         if item.get("status") == "in_progress":
             iid = item.get("id")
-            if iid is not None:
+            if isinstance(iid, str):
                 self._ustate(s).open_items[iid] = d.get("previous_item_id")
             return ev
         done = {"type": "conversation.item.done", "event_id": new_event_id(),
@@ -388,7 +445,7 @@ class DialectStage(BaseStage):
             ev.touch()
         iid = item.get("id") if isinstance(item, dict) else None
         st = self._ustate(s)
-        if iid is not None and iid in st.open_items:
+        if isinstance(iid, str) and iid in st.open_items:
             done = {"type": "conversation.item.done", "event_id": new_event_id(),
                     "previous_item_id": st.open_items.pop(iid), "item": dict(item)}
             return [Event.from_data(done), ev]
@@ -403,15 +460,17 @@ class DialectStage(BaseStage):
         d = ev.data
         resp = d.get("response")
         if isinstance(resp, dict):
+            done = ev.type == "response.done"
             d["response"] = D.response_object_to_ga(resp)
             ev.touch()
-            if d["type"] == "response.done":
+            output = resp.get("output")
+            if done and isinstance(output, list):
                 # items of a response cut short never got output_item.done
                 st = self._ustate(s)
                 out: list[Event] = []
-                for item in resp.get("output") or ():
+                for item in output:
                     iid = item.get("id") if isinstance(item, dict) else None
-                    if iid is not None and iid in st.open_items:
+                    if isinstance(iid, str) and iid in st.open_items:
                         out.append(Event.from_data({
                             "type": "conversation.item.done", "event_id": new_event_id(),
                             "previous_item_id": st.open_items.pop(iid), "item": dict(item)}))

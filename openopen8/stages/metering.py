@@ -14,16 +14,26 @@ Rows go to a *sink* (the :class:`~openopen8.ledger.Ledger`) through
 synchronous calls; the stage does no I/O.  A row is keyed by (session, kind,
 ref) and a repeated ``response.done`` is counted once, here and again by the
 database's unique key.
+
+The upstream's events may have any shape: the stage reads only values of
+the types it expects, and records only rows the ledger can hold (a row the
+database refuses would hold up every row written with it), see
+:func:`_storable`; an event it cannot read goes on untouched.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from typing import Any, Callable, Protocol
 
 from ..billing import PriceTable, Tokens, cost_nanos, parse_usage
 from ..events import Event, new_event_id
 from ..relay.stage import Forward, Session
 from ..store.base import SessionEnd, UsageRow
+from .shapes import server_data
+
+log = logging.getLogger("openopen8.metering")
 
 #: bytes of audio per second, by GA format type and beta format name
 _GA_BPS = {"audio/pcmu": 8000, "audio/pcma": 8000}
@@ -93,8 +103,34 @@ def _ga_bps(fmt: Any) -> int | None:
     t = fmt.get("type")
     if t == "audio/pcm":
         rate = fmt.get("rate")
-        return 2 * rate if isinstance(rate, int) and rate > 0 else PCM24_BPS
-    return _GA_BPS.get(t)
+        ok = isinstance(rate, int) and not isinstance(rate, bool) and rate > 0
+        return 2 * rate if ok else PCM24_BPS
+    return _GA_BPS.get(t) if isinstance(t, str) else None
+
+
+def _beta_bps(name: Any) -> int | None:
+    return _BETA_BPS.get(name) if isinstance(name, str) else None
+
+
+#: the ledger's columns: token counts are INTEGER, cost BIGINT, ref 200 characters
+_MAX_TOKENS, _MAX_NANOS, _MAX_REF = 2**31 - 1, 2**63 - 1, 200
+
+
+def _ref(*parts: Any) -> str:
+    """A ledger ref from upstream ids (strings or numbers; anything else is
+    ``?``), as long as the column allows: a longer one is a digest of it
+    (cut to the column, two refs could become one and a row be lost)."""
+    ref = "/".join(p if isinstance(p, str) else
+                   str(p) if isinstance(p, (int, float)) or p is None else "?" for p in parts)
+    if len(ref) <= _MAX_REF:
+        return ref
+    return "sha256:" + hashlib.sha256(ref.encode("utf-8", "replace")).hexdigest()
+
+
+def _storable(tokens: Tokens, cost: int) -> bool:
+    return (0 <= cost <= _MAX_NANOS and tokens.seconds < 1e12
+            and max(tokens.input_text, tokens.input_audio, tokens.input_image,
+                    tokens.output_text, tokens.output_audio) <= _MAX_TOKENS)
 
 
 class MeteringStage:
@@ -155,7 +191,9 @@ class MeteringStage:
         elif t in _TEXT_DELTAS:
             self.flight_text_deltas += 1
         elif t == "response.created":
-            rid = (ev.data.get("response") or {}).get("id")
+            d = server_data(ev)
+            resp = d.get("response") if d is not None else None
+            rid = resp.get("id") if isinstance(resp, dict) else None
             if isinstance(rid, str):
                 self.inflight.add(rid)
         elif t == "response.done":
@@ -163,7 +201,9 @@ class MeteringStage:
         elif t == TRANSCRIPTION_DONE:
             self._transcription_done(ev, s)
         elif t in _SESSIONS:
-            self._session(ev.data.get("session"))
+            d = server_data(ev)
+            if d is not None:
+                self._session(d.get("session"))
         return ev
 
     def sees_client(self, t: str | None, s: Session) -> bool:
@@ -280,34 +320,41 @@ class MeteringStage:
             return
         audio = sess.get("audio")
         if isinstance(audio, dict):                      # GA
-            inp, out = audio.get("input") or {}, audio.get("output") or {}
+            inp, out = audio.get("input"), audio.get("output")
+            inp = inp if isinstance(inp, dict) else {}
+            out = out if isinstance(out, dict) else {}
             self._rates(_ga_bps(inp.get("format")) or self.in_bps,
                         _ga_bps(out.get("format")) or self.out_bps)
             tr = inp.get("transcription") if "transcription" in inp else False
         else:                                            # beta
-            self._rates(_BETA_BPS.get(sess.get("input_audio_format"), self.in_bps),
-                        _BETA_BPS.get(sess.get("output_audio_format"), self.out_bps))
+            self._rates(_beta_bps(sess.get("input_audio_format")) or self.in_bps,
+                        _beta_bps(sess.get("output_audio_format")) or self.out_bps)
             tr = sess.get("input_audio_transcription", False)
         if tr is not False:
             model = tr.get("model") if isinstance(tr, dict) else None
             self.transcriber = model if isinstance(model, str) and model else None
 
     def _response_done(self, ev: Event, s: Session) -> None:
-        resp = ev.data.get("response")
+        d = server_data(ev)
+        resp = d.get("response") if d is not None else None
         if not isinstance(resp, dict):
             return
         rid = resp.get("id")
         if isinstance(rid, str):
             self.inflight.discard(rid)
+            rid = _ref(rid)
         else:
-            rid = "event:" + str(ev.data.get("event_id"))
+            eid = d.get("event_id")
+            rid = _ref("event:" + (eid if isinstance(eid, str) else _ref(eid)))
         if not self.inflight:
             self._flight_mark = self._out_chars
             self.flight_text_deltas = 0
         tokens = parse_usage(resp.get("usage"))
         if tokens is None or not self._first("response", rid):
             return
-        cost, fallback = self.prices.cost(s.model, tokens, local=self._local)
+        cost, fallback = self._cost(s.model, tokens, s, "response " + rid)
+        if cost is None:
+            return
         price, _ = self.prices.lookup(s.model, local=self._local)
         self.last_input_nanos = cost_nanos(Tokens(
             input_text=tokens.input_text, input_audio=tokens.input_audio,
@@ -320,21 +367,36 @@ class MeteringStage:
             status=status if isinstance(status, str) else None))
 
     def _transcription_done(self, ev: Event, s: Session) -> None:
-        d = ev.data
-        tokens = parse_usage(d.get("usage"))
+        d = server_data(ev)
+        tokens = parse_usage(d.get("usage")) if d is not None else None
         if tokens is None:
             return
-        ref = f"{d.get('item_id')}/{d.get('content_index', 0)}"
+        ref = _ref(d.get("item_id"), d.get("content_index", 0))
         if not self._first("transcription", ref):
             return
         # the model that ran, if the upstream names it (the local engine does), else the configured one
         ran = d["usage"].get("model")
         model = ran if isinstance(ran, str) and ran else self.transcriber or UNKNOWN_TRANSCRIBER
-        cost, fallback = self.prices.cost(model, tokens, local=self._local)
+        cost, fallback = self._cost(model, tokens, s, "transcription " + ref)
+        if cost is None:
+            return
         self.sink.record(UsageRow(
             session_id=s.id, kind="transcription", ref=ref, token_id=self.token_id,
             model=model, tokens=tokens, cost_nanos=cost, fallback=fallback,
             channel=self._channel, status="completed"))
+
+    def _cost(self, model: str, tokens: Tokens, s: Session, what: str) -> tuple[Any, Any]:
+        """The cost of ``tokens``, or (None, None) -- logged -- when the
+        upstream reported usage no ledger row can hold."""
+        try:
+            cost, fallback = self.prices.cost(model, tokens, local=self._local)
+        except (ArithmeticError, ValueError):   # decimal.InvalidOperation: 1e308 seconds
+            cost = -1
+        if _storable(tokens, cost):
+            return cost, fallback
+        log.warning("session %s: the upstream reported usage out of range for %s; "
+                    "not recorded: %s", s.id, what, tokens)
+        return None, None
 
     def _first(self, kind: str, ref: str) -> bool:
         key = (kind, ref)
