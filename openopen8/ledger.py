@@ -270,16 +270,64 @@ class Ledger:
             try:
                 balances = await self.store.write_ledger(rows, ends, channels)
             except Exception:  # noqa: BLE001
-                log.exception("ledger: writing %d rows failed; will retry", len(rows))
-                self._rows[:0], self._ends[:0] = rows, ends
-                self._channels = {**channels, **self._channels}
-                return False
-            for r in rows:
-                bal = self._balances.get(r.token_id)
-                if bal is not None:
-                    bal.pending_nanos -= r.cost_nanos
-            self._apply(balances)
+                log.exception("ledger: writing %d rows and %d session ends failed", len(rows),
+                              len(ends))
+                if len(rows) + len(ends) < 2:
+                    return self._keep(rows, ends, channels)
+                return await self._write_apart(rows, ends, channels)
+            self._written(rows, balances)
             return True
+
+    def _written(self, rows: list[UsageRow], balances: list) -> None:
+        for r in rows:
+            bal = self._balances.get(r.token_id)
+            if bal is not None:
+                bal.pending_nanos -= r.cost_nanos
+        self._apply(balances)
+
+    def _keep(self, rows: list[UsageRow], ends: list[SessionEnd],
+              channels: dict[str, str]) -> bool:
+        """Put back what could not be written, for the next flush."""
+        self._rows[:0], self._ends[:0] = rows, ends
+        self._channels = {**channels, **self._channels}
+        return False
+
+    async def _write_apart(self, rows: list[UsageRow], ends: list[SessionEnd],
+                           channels: dict[str, str]) -> bool:
+        """A batch failed: write each row and session end on its own, so that
+        one the database refuses cannot hold back every other session's.
+        When the database takes some of them it is up, so the ones it still
+        refuses never will be written: they are dropped, each with an ERROR
+        line naming it (session, kind, ref, model, cost -- no secret).  When
+        it takes none, it is down: everything is kept for the next flush."""
+        failed_rows: list[UsageRow] = []
+        failed_ends: list[SessionEnd] = []
+        any_ok = False
+        for i, r in enumerate(rows):
+            try:
+                self._written([r], await self.store.write_ledger(
+                    [r], [], channels if i == 0 else {}))
+                any_ok = True
+            except Exception:  # noqa: BLE001
+                failed_rows.append(r)
+        for e in ends:
+            try:
+                await self.store.write_ledger([], [e], {})
+                any_ok = True
+            except Exception:  # noqa: BLE001
+                failed_ends.append(e)
+        if not any_ok:
+            return self._keep(failed_rows, failed_ends, channels)
+        for r in failed_rows:
+            log.error("ledger: dropped a usage row the database refuses: session=%s kind=%s "
+                      "ref=%.80r model=%.80r cost_nanos=%d", r.session_id, r.kind, r.ref, r.model,
+                      r.cost_nanos)
+            bal = self._balances.get(r.token_id)
+            if bal is not None:
+                bal.pending_nanos -= r.cost_nanos
+        for e in failed_ends:
+            log.error("ledger: dropped the end of session %s, which the database refuses", e.id)
+        return True
 
     async def _refresh(self) -> None:
         async with self._flush_lock:

@@ -143,3 +143,32 @@ async def test_sessions_of_an_instance_that_stopped_renewing_are_closed_as_crash
     finally:
         await alive.stop()
         await store.close()
+
+
+@pytest.mark.postgres
+async def test_a_row_the_database_refuses_does_not_hold_back_the_others(pg_url, caplog):
+    """PostgreSQL refuses a token count over its INTEGER column: that row is
+    dropped with an ERROR naming it; every other row of the batch is written."""
+    store = await open_store(pg_url)
+    ledger = Ledger(store, PriceTable(), flush_seconds=60)
+    try:
+        tok = (await ops.create_token(store, "t")).record
+        s = Session(id="sess_p", model="m", token=tok)
+        g = await ledger.admit(s)
+        ledger.record(usage_row(s, "ok1", 3))
+        ledger.record(UsageRow(session_id=s.id, kind="response", ref="poison", token_id=tok.id,
+                               model="m", tokens=Tokens(input_text=2 ** 40), cost_nanos=100))
+        ledger.record(usage_row(s, "ok2", 4))
+        ledger.closed(SessionEnd(id=s.id, closed_by="client", close_code=1000), tok.id)
+        assert await ledger.flush()
+        assert await spent(store, tok.id) == 7 and g.balance.pending_nanos == 0
+        async with store.engine.connect() as conn:
+            refs = [r for (r,) in (await conn.exec_driver_sql(
+                "SELECT ref FROM ledger ORDER BY id")).all()]
+            closed = (await conn.exec_driver_sql("SELECT closed_by FROM sessions")).scalar()
+        assert refs == ["ok1", "ok2"] and closed == "client"
+        assert "dropped a usage row" in caplog.text and "'poison'" in caplog.text
+        assert ledger._rows == [] and ledger._ends == []
+    finally:
+        await ledger.stop()
+        await store.close()
