@@ -32,6 +32,7 @@ from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 from picows import WSUpgradeResponse, WSUpgradeResponseWithListener
 from picows.api import WSProtocol, WSAutoPingStrategy
 
+from .. import peerlog
 from ..errors import GatewayError
 from ..relay.endpoint import MAX_FRAME, READ_BUFFER, WsEndpoint
 
@@ -39,6 +40,8 @@ log = logging.getLogger("openopen8.front")
 #: picows logs every connection at INFO; sessions are logged by the gateway
 _WS_LOG = logging.getLogger("openopen8.client.ws")
 _WS_LOG.setLevel(logging.WARNING)
+#: aiohttp's traceback for a request it cannot parse becomes one line (peerlog.py)
+peerlog.install()
 
 REALTIME_PATHS = frozenset({"/v1/realtime", "/realtime", "/openai/v1/realtime"})
 MAX_HEAD = 16 * 1024
@@ -294,7 +297,8 @@ class FrontDoor(asyncio.Protocol):
         proto = WSProtocol(
             host_port=None, ws_path=None, is_client_side=False,
             ws_listener_factory=lambda request: WSUpgradeResponseWithListener(response, listener),
-            logger=_WS_LOG, disconnect_on_exception=True, websocket_handshake_timeout=None,
+            logger=peerlog.ws_logger(_WS_LOG, self.client or self.peer),
+            disconnect_on_exception=True, websocket_handshake_timeout=None,
             enable_auto_ping=bool(ping), auto_ping_idle_timeout=ping or 20.0,
             auto_ping_reply_timeout=min(ping or 20.0, 20.0),
             auto_ping_strategy=WSAutoPingStrategy.PING_WHEN_IDLE, enable_auto_pong=True,
