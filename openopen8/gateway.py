@@ -18,6 +18,7 @@ from .providers.routing import Router
 from .settings import Settings
 from .store.base import TokenRecord
 from .store.sql import SqlStore, open_store
+from .web.brake import Brake, Proxies
 
 log = logging.getLogger("openopen8")
 
@@ -48,6 +49,17 @@ class Gateway:
     #: stage factories, in chain order; see openopen8.pipeline
     extras: dict[str, Any] = field(default_factory=dict)
     instance: Instance | None = None
+    #: whose X-Forwarded-For is believed (settings.trusted_proxies)
+    proxies: Proxies = field(init=False)
+    #: failed authentications per client address: gateway tokens, and the admin API's
+    brake: Brake = field(init=False)
+    admin_brake: Brake = field(init=False)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.proxies = Proxies(s.trusted_proxies)
+        self.brake = Brake(s.auth_failure_limit, s.auth_failure_window_seconds)
+        self.admin_brake = Brake(s.auth_failure_limit, s.auth_failure_window_seconds)
 
     @classmethod
     async def start(cls, settings: Settings) -> "Gateway":
@@ -74,20 +86,37 @@ class Gateway:
         return cls(settings=settings, store=store, box=box, router=router,
                    ledger=ledger, instance=instance)
 
-    async def authenticate(self, headers, query) -> TokenRecord:
+    def client_address(self, headers, peer: str | None) -> str:
+        """The address a request is the client's: the socket's ``peer`` (host),
+        or X-Forwarded-For's when ``peer`` is a trusted proxy (web/brake.py)."""
+        return self.proxies.client(headers, peer)
+
+    async def authenticate(self, headers, query, client: str) -> TokenRecord:
+        """The token a request carries, or :class:`AuthError` (401).  Every
+        gateway-token authentication comes here, so the brake on guessing
+        holds on every route: a ``client`` address (:meth:`client_address`)
+        with too many recent failures gets 429 before any lookup."""
         secret = find_token(headers, query)
         if not secret:
             raise AuthError("You didn't provide an API key. Send your gateway token as "
                             "'Authorization: Bearer TOKEN', '?token=TOKEN' or the "
                             "'openai-insecure-api-key.TOKEN' subprotocol.", code="missing_api_key")
-        token = await self.store.token_by_hash(hash_secret(secret))
+        self.brake.check(client)
+        try:
+            digest = hash_secret(secret)
+        except UnicodeEncodeError:   # bytes no token has (aiohttp keeps them as surrogates)
+            digest = None
+        token = await self.store.token_by_hash(digest) if digest else None
         if token is None:
-            raise AuthError("Incorrect API key provided.")
-        if token.revoked_at is not None:
-            raise AuthError("This gateway token has been revoked.", code="token_revoked")
-        if token.expired():
-            raise AuthError("This gateway token has expired.", code="token_expired")
-        return token
+            problem = AuthError("Incorrect API key provided.")
+        elif token.revoked_at is not None:
+            problem = AuthError("This gateway token has been revoked.", code="token_revoked")
+        elif token.expired():
+            problem = AuthError("This gateway token has expired.", code="token_expired")
+        else:
+            return token
+        self.brake.failed(client)
+        raise problem
 
     async def admit(self, token: TokenRecord, model: str) -> None:
         for check in self.admission:

@@ -8,13 +8,15 @@ The TOML file is ``--config FILE`` / ``OPENOPEN8_CONFIG``, else
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (BaseSettings, NoDecode, PydanticBaseSettingsSource,
+                               SettingsConfigDict)
 
 
 def default_data_dir() -> Path:
@@ -86,6 +88,27 @@ class Settings(BaseSettings):
     tick_seconds: float = 1.0
     #: after the client is gone, how long to wait for a response in flight to report its usage
     settle_seconds: float = 2.0
+    #: reverse proxies whose ``X-Forwarded-For`` is believed (IPs and CIDRs; in the
+    #: environment comma-separated): a request from one is the client's at the
+    #: right-most address of the chain that is not a trusted proxy.  Empty: the socket's peer
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: failed authentications (gateway tokens, the admin token) one client address may
+    #: make per auth_failure_window_seconds; past it, 429 with Retry-After.  0: no brake
+    auth_failure_limit: int = Field(default=10, ge=0)
+    auth_failure_window_seconds: float = Field(default=60.0, gt=0)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v for v in (part.strip() for part in value.split(",")) if v]
+        for v in value if isinstance(value, list) else ():
+            try:
+                ipaddress.ip_network(str(v).strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {v!r} is not an IP address or CIDR "
+                                 "network") from None
+        return value
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings,

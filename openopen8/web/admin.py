@@ -2,7 +2,9 @@
 
 Every route needs ``Authorization: Bearer <admin_token>`` (settings
 ``admin_token`` / ``OPENOPEN8_ADMIN_TOKEN``), compared in constant time.
-Without an admin token configured the API refuses everything with 401.
+Without an admin token configured the API refuses everything with a 401 that
+says so.  Wrong admin tokens are braked per client address like gateway
+tokens (web/brake.py: 429 with Retry-After), and each refusal is one log line.
 
 * ``GET /admin/usage?by=day|model|token|channel&token=&model=&since=&until=``
   -- the same report as ``openopen8 usage --json``;
@@ -12,12 +14,16 @@ Without an admin token configured the API refuses everything with 401.
 from __future__ import annotations
 
 import hmac
+import logging
 from typing import Any
 
 from aiohttp import web
 
-from .. import ops
+from .. import metrics, ops, peerlog
+from ..errors import AuthError, GatewayError
 from ..store.base import StoreError
+
+log = logging.getLogger("openopen8.admin")
 
 #: the Gateway object on the aiohttp application
 GATEWAY = web.AppKey("gateway", object)
@@ -28,20 +34,47 @@ def _error(status: int, message: str, code: str, type: str = "invalid_request_er
                                         "code": code}}, status=status)
 
 
-def _authorized(request: web.Request) -> bool:
-    secret = request.app[GATEWAY].settings.admin_token
-    if secret is None or not secret.get_secret_value():
-        return False
+def _bearer(request: web.Request) -> str:
     auth = request.headers.get("Authorization", "")
-    given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
-    return hmac.compare_digest(given.encode(), secret.get_secret_value().encode())
+    return auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+
+
+def _refuse(request: web.Request, client: str, exc: GatewayError) -> web.Response:
+    """The refusal, and one log line (status, code, path, client address --
+    never what was sent as the token), throttled per status and code."""
+    metrics.REFUSALS.labels(str(exc.status), str(exc.code)).inc()
+    peerlog.note(log, ("admin refused", exc.status, exc.code),
+                 "refused %d %s: path=%r client=%s peer=%s", exc.status, exc.code,
+                 request.path[:80], client or "-", request.remote or "-")
+    return web.json_response(exc.body(), status=exc.status, headers=exc.headers)
 
 
 @web.middleware
 async def _admin_only(request: web.Request, handler: Any) -> web.StreamResponse:
-    if request.path.startswith("/admin/") and not _authorized(request):
-        return _error(401, "This admin endpoint needs 'Authorization: Bearer ADMIN_TOKEN' "
-                           "(the gateway's admin_token setting).", "invalid_admin_token")
+    if not request.path.startswith("/admin/"):
+        return await handler(request)
+    gw = request.app[GATEWAY]
+    client = gw.client_address(request.headers, request.remote)
+    secret = gw.settings.admin_token
+    if secret is None or not secret.get_secret_value():
+        return _refuse(request, client, AuthError(
+            "The admin API is disabled: set admin_token (OPENOPEN8_ADMIN_TOKEN) to enable it.",
+            code="admin_api_disabled"))
+    given = _bearer(request)
+    if not given:
+        return _refuse(request, client, AuthError(
+            "This admin endpoint needs 'Authorization: Bearer ADMIN_TOKEN' (the gateway's "
+            "admin_token setting).", code="invalid_admin_token"))
+    try:
+        gw.admin_brake.check(client)      # a guesser's next try, refused before comparing
+    except GatewayError as exc:
+        return _refuse(request, client, exc)
+    if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
+                               secret.get_secret_value().encode()):
+        gw.admin_brake.failed(client)
+        return _refuse(request, client, AuthError(
+            "Incorrect admin token: this endpoint needs 'Authorization: Bearer ADMIN_TOKEN' "
+            "(the gateway's admin_token setting).", code="invalid_admin_token"))
     return await handler(request)
 
 

@@ -16,7 +16,7 @@ import time
 
 from ..audio.formats import parse_rate_hint
 from ..auth import offered_subprotocols, wants_beta
-from .. import metrics
+from .. import metrics, peerlog
 from ..errors import GatewayError
 from ..pipeline import build_chain
 from ..providers.base import ConnectRequest
@@ -33,8 +33,10 @@ def _refuse(door: FrontDoor, exc: GatewayError, model: str = "", token=None) -> 
     status, code, model, client address, token name when known -- never the
     secret (client-written values are quoted and cut short)."""
     metrics.REFUSALS.labels(str(exc.status), str(exc.code)).inc()
-    log.info("refused %d %s: model=%s peer=%s token=%s", exc.status, exc.code, _quoted(model),
-             door.peer, token.name if token is not None else "-")
+    peerlog.note(log, ("refused", exc.status, exc.code),    # a flood of them: throttled
+                 "refused %d %s: model=%s client=%s peer=%s token=%s", exc.status, exc.code,
+                 _quoted(model), door.client or "-", door.peer,
+                 token.name if token is not None else "-")
     door.refuse(exc.status, exc.body(), exc.headers)
 
 
@@ -46,13 +48,14 @@ async def realtime(gw, door: FrontDoor, head: Head) -> None:
     query = head.query
     model = query.get("model", "").strip()
     token = None
+    door.client = gw.client_address(head.headers, door.host)   # the brake's and the log's
     try:
         # the request's shape first: nothing is looked up for a request
         # that cannot be upgraded
         problem = head.upgrade_problem()
         if problem is not None:
             raise problem
-        token = await gw.authenticate(head.headers, query)
+        token = await gw.authenticate(head.headers, query, door.client)
         if not model:
             raise GatewayError("Missing required parameter: 'model'.", code="missing_model",
                                param="model")
