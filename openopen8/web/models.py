@@ -34,7 +34,8 @@ def _error(request: web.Request, exc: GatewayError) -> web.Response:
 async def _served(request: web.Request) -> tuple[list[ServedModel], list[ServedModel]]:
     """Every model served, and those the request's token may use."""
     gw = request.app[GATEWAY]
-    token = await gw.authenticate(request.headers, request.query)   # AuthError (401)
+    client = gw.client_address(request.headers, request.remote)      # braked per client address
+    token = await gw.authenticate(request.headers, request.query, client)   # AuthError (401), 429
     served = await gw.router.models()
     return served, [m for m in served if token.allows(m.id)]
 
