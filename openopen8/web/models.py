@@ -14,6 +14,8 @@ import logging
 
 from aiohttp import web
 
+from .. import peerlog
+
 from ..errors import GatewayError
 from ..providers.routing import ServedModel, served_hint
 from .admin import GATEWAY
@@ -26,8 +28,10 @@ def _model(m: ServedModel) -> dict:
 
 
 def _error(request: web.Request, exc: GatewayError) -> web.Response:
-    log.info("refused %d %s: path=%s peer=%s", exc.status, exc.code, request.path,
-             request.remote or "-")
+    # one line per refusal like /v1/realtime's: throttled, the client-written path quoted
+    peerlog.note(log, ("models refused", exc.status, exc.code),
+                 "refused %d %s: path=%.100r peer=%s", exc.status, exc.code, request.path,
+                 request.remote or "-")
     return web.json_response(exc.body(), status=exc.status, headers=exc.headers)
 
 
