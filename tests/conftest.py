@@ -27,6 +27,15 @@ async def _pg_exec(sql: str) -> None:
         await conn.close()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_log_throttle(monkeypatch):
+    """Client-caused log lines are throttled per process (openopen8.peerlog):
+    each test starts with a fresh throttle, so one test's flood cannot hide
+    the lines another asserts on."""
+    from openopen8 import peerlog
+    monkeypatch.setattr(peerlog, "THROTTLE", peerlog.Throttle())
+
+
 @pytest.fixture
 async def pg_url() -> AsyncIterator[str]:
     """A fresh, empty PostgreSQL database, dropped afterwards."""
