@@ -17,7 +17,7 @@ from .settings import Settings
 from .web import admin, models
 from .web.admin import GATEWAY
 from .web.front import FrontDoor
-from .web.listen import create_server
+from .web.listen import create_server, raise_descriptor_limit
 from .web.realtime import realtime
 
 log = logging.getLogger("openopen8")
@@ -205,6 +205,7 @@ def raise_mmap_threshold() -> None:
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     """Run until SIGINT/SIGTERM; running sessions are closed with 1012."""
     raise_mmap_threshold()
+    raise_descriptor_limit()   # each session holds two descriptors
     keep_log_streams()
     srv = await Server.start(settings)
     gw = srv.gw

@@ -84,6 +84,14 @@ class LimitedGateway:
     def open_fds(self) -> int:
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
+    def nofile_limits(self) -> tuple[str, str]:
+        """The gateway's RLIMIT_NOFILE now (soft, hard), as /proc shows them."""
+        for line in Path(f"/proc/{self.proc.pid}/limits").read_text().splitlines():
+            if line.startswith("Max open files"):
+                soft, hard = line.split()[3:5]
+                return soft, hard
+        raise AssertionError("no 'Max open files' in /proc/PID/limits")
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -95,15 +103,16 @@ class LimitedGateway:
         return self.proc.returncode
 
 
-def serve_limited(data_dir: Path, nofile: int, port: int | None = None) -> LimitedGateway:
-    """`openopen8 serve` on 127.0.0.1 with RLIMIT_NOFILE ``nofile`` (soft and
-    hard: the gateway cannot raise it), logging to ``data_dir``/serve.log;
-    returns once it accepts connections."""
+def serve_limited(data_dir: Path, nofile: int, port: int | None = None,
+                  hard: int | None = None) -> LimitedGateway:
+    """`openopen8 serve` on 127.0.0.1 with RLIMIT_NOFILE ``nofile`` (soft and,
+    unless ``hard`` is given, hard: the gateway cannot raise it), logging to
+    ``data_dir``/serve.log; returns once it accepts connections."""
     port = port or free_port()
     log_path = Path(data_dir) / "serve.log"
 
     def limit() -> None:  # in the child, before exec
-        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard or nofile))
 
     with log_path.open("wb") as log:
         proc = subprocess.Popen([*EXE, "serve", "--host", "127.0.0.1", "--port", str(port),

@@ -163,6 +163,11 @@ RealtimeHandler = Callable[["FrontDoor", Head], Awaitable[None]]
 
 
 class FrontDoor(asyncio.Protocol):
+    #: the listener's doors still waiting for a request head (web/listen.py's
+    #: ``Waiting``, set by its create_server): out of descriptors, it closes
+    #: the oldest of them (:meth:`shed`) to make room
+    waiting: Any = None
+
     def __init__(self, on_realtime: RealtimeHandler, http_protocol: Callable[[], Any],
                  tasks: set[asyncio.Task[Any]], heartbeat: float | None) -> None:
         self._on_realtime = on_realtime
@@ -188,6 +193,8 @@ class FrontDoor(asyncio.Protocol):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         self._timer = asyncio.get_running_loop().call_later(HEAD_TIMEOUT, self._too_slow)
+        if self.waiting is not None:
+            self.waiting.add(self)
 
     def data_received(self, data: bytes) -> None:
         self._buf += data
@@ -345,10 +352,22 @@ class FrontDoor(asyncio.Protocol):
         else:           # a connection that never sent a byte (a preconnect, an idle socket)
             self.transport.close()
 
+    def shed(self) -> None:
+        """Closed to free its descriptor: the gateway ran out of them while
+        this client held one without sending its request head."""
+        if self._buf:
+            self._reply(408, _err("The request head did not arrive in time (the gateway is "
+                                  "at its connection limit).", "request_timeout"))
+        else:
+            self.transport.close()
+
     def _cancel_timer(self) -> None:
+        # the head is complete or the connection is gone: no longer waiting for it
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self.waiting is not None:
+            self.waiting.discard(self)
 
 
 def _err(message: str, code: str, type: str = "invalid_request_error") -> dict[str, Any]:
