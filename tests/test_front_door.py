@@ -290,3 +290,14 @@ async def test_a_first_line_that_is_not_http_gets_400_without_waiting(front):
     response = await asyncio.wait_for(reader.read(), 5)
     writer.close()
     assert status(response) == 400
+
+
+async def test_the_doors_own_refusals_log_one_line_each_without_the_request(front, caplog):
+    import logging
+    caplog.set_level(logging.INFO)
+    g, up, secret, lookups = front
+    await exchange(port_of(g), head(_good(secret) + [f"X-Pad: {'a' * 20_000}"]))
+    await exchange(port_of(g), b"NOT HTTP " + secret.encode() + b"\r\n\r\n")
+    lines = [r.getMessage() for r in caplog.records if "bad request from" in r.getMessage()]
+    assert len(lines) == 2 and "431" in lines[0] and "400" in lines[1]
+    assert secret not in caplog.text

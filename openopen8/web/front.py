@@ -209,14 +209,14 @@ class FrontDoor(asyncio.Protocol):
         end = self._buf.find(b"\r\n\r\n")
         if end < 0 or end > MAX_HEAD:
             if len(self._buf) > MAX_HEAD:
-                self._reply(431, _err("Request header fields too large.", "header_too_large"))
+                self._bad_head(431, "Request header fields too large.", "header_too_large")
             elif self._buf[:1] == b"\x16":
                 # a TLS ClientHello on a plain port (a wss:// URL for a ws://
                 # gateway): close now, so the client fails at once instead of
                 # after the head timeout
                 self.transport.close()
             elif not self._request_line_ok():
-                self._reply(400, _err("Malformed HTTP request.", "bad_request"))
+                self._bad_head(400, "Malformed HTTP request.", "bad_request")
             return
         self._cancel_timer()
         try:
@@ -224,7 +224,7 @@ class FrontDoor(asyncio.Protocol):
         except UnicodeDecodeError:
             head = None
         if head is None:
-            self._reply(400, _err("Malformed HTTP request.", "bad_request"))
+            self._bad_head(400, "Malformed HTTP request.", "bad_request")
             return
         if head.path in REALTIME_PATHS:
             self._passed = True
@@ -336,6 +336,13 @@ class FrontDoor(asyncio.Protocol):
         elif data:
             proto.data_received(data)
 
+    def _bad_head(self, status: int, message: str, code: str) -> None:
+        """The door's own refusals of a request head it could not take: one
+        throttled INFO line (like aiohttp's bad requests), then the answer."""
+        peerlog.note(log, ("bad head", status), "bad request from %s: %d %s", self.peer, status,
+                     code)
+        self._reply(status, _err(message, code))
+
     def _reply(self, status: int, body: dict[str, Any],
                headers: dict[str, str] | None = None) -> None:
         if self.lost or self.transport is None or self._upgraded():
@@ -347,8 +354,8 @@ class FrontDoor(asyncio.Protocol):
         if self._passed or self.transport is None:
             return
         if self._buf:   # a head begun and not finished in time: say so (RFC 9110 408)
-            self._reply(408, _err(f"The request head did not arrive within {HEAD_TIMEOUT:g} s.",
-                                  "request_timeout"))
+            self._bad_head(408, f"The request head did not arrive within {HEAD_TIMEOUT:g} s.",
+                           "request_timeout")
         else:           # a connection that never sent a byte (a preconnect, an idle socket)
             self.transport.close()
 
