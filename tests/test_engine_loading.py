@@ -27,7 +27,7 @@ from openopen8.engine.config import EngineConfig
 from openopen8.engine.runtime import LocalEngine
 from openopen8.providers.local import LocalProvider
 from tests.conftest import start_gateway
-from tests.test_refusals import assert_error_shape, upgrade
+from tests.test_refusals import UPGRADE, assert_error_shape, upgrade
 
 LOCAL = "openopen8-local"
 FAKE = EngineConfig(vad="fake", stt="fake", llm="fake", tts="fake")
@@ -92,6 +92,10 @@ async def test_a_client_waits_at_most_the_connect_timeout_then_hears_still_loadi
         err = assert_error_shape(body)
         assert err["code"] == "model_loading"
         assert "still loading" in err["message"] and "try again in a few seconds" in err["message"]
+        async with aiohttp.ClientSession() as http:      # and says when to retry
+            async with http.get(g.url + f"?model={LOCAL}&token={token}",
+                                headers=UPGRADE) as resp:
+                assert resp.status == 503 and resp.headers["Retry-After"] == "5"
         assert await health(g) == {"status": "starting", "local_engine": "loading", "sessions": 0}
         logged = [r.getMessage() for r in caplog.records]
         assert any("models still loading" in m and "waits" in m for m in logged), logged

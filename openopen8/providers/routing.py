@@ -210,7 +210,8 @@ class Router:
             return ch, prov, ep
         kinds = list(dict.fromkeys(failures))
         if kinds == ["loading"]:        # not a failure: ready in a few seconds
-            raise UpstreamFailure(local_detail.strip(), status=503, code="model_loading")
+            raise UpstreamFailure(local_detail.strip(), status=503, code="model_loading",
+                                  headers={"Retry-After": "5"})
         text = "; ".join(_KIND_TEXT.get(k, k) for k in kinds)
         raise UpstreamFailure(
             f"Could not open an upstream Realtime session for model {req.model} "
