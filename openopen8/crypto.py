@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import secrets
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
+
+from .datadir import kept_value
 
 
 class SecretBox:
@@ -34,15 +35,4 @@ def server_secret(configured: str | None, data_dir: Path) -> str:
     """The configured secret, else one generated once into data_dir/secret.key."""
     if configured:
         return configured
-    path = Path(data_dir) / "secret.key"
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(32)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as f:
-        f.write(value + "\n")
-    return value
+    return kept_value(Path(data_dir) / "secret.key", lambda: secrets.token_urlsafe(32))

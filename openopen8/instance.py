@@ -15,10 +15,11 @@ run out (the ledger's writer, every ``lease_seconds / 3``).
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 from pathlib import Path
 from typing import IO
+
+from .datadir import kept_value
 
 log = logging.getLogger("openopen8")
 
@@ -42,24 +43,8 @@ class Instance:
     @classmethod
     def of(cls, data_dir: Path) -> "Instance":
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return cls(_gateway_id(data_dir / "gateway.id"), _lock(data_dir / "gateway.lock"))
-
-
-def _gateway_id(path: Path) -> str:
-    try:
-        gid = path.read_text().strip()
-        if gid:
-            return gid
-    except FileNotFoundError:
-        pass
-    gid = "gw_" + secrets.token_hex(8)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:          # another process made it first
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as f:
-        f.write(gid + "\n")
-    return gid
+        gateway_id = kept_value(data_dir / "gateway.id", lambda: "gw_" + secrets.token_hex(8))
+        return cls(gateway_id, _lock(data_dir / "gateway.lock"))
 
 
 def _lock(path: Path) -> IO[bytes] | None:

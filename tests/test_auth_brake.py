@@ -23,6 +23,7 @@ from openopen8.web.brake import Brake, Proxies
 from multidict import CIMultiDict
 from tests.conftest import start_gateway
 from tests.standin import StandIn
+from tests.test_front_door import count_lookups
 
 LIMIT = 10          # the default auth_failure_limit
 
@@ -68,15 +69,7 @@ async def proxied(tmp_path):
         try:
             await g.channel("standin", up.base_url, ["gpt-realtime"])
             secret = await g.token()
-            lookups: list[str] = []
-            real = g.gw.store.token_by_hash
-
-            async def counted(h: str):
-                lookups.append(h)
-                return await real(h)
-
-            g.gw.store.token_by_hash = counted       # type: ignore[method-assign]
-            yield g, secret, lookups
+            yield g, secret, count_lookups(g)
         finally:
             await g.stop()
 

@@ -51,6 +51,19 @@ def status(response: bytes) -> int:
     return int(response.split(b" ", 2)[1]) if response else 0
 
 
+def count_lookups(g) -> list[str]:
+    """The token lookups the gateway makes from now on (hashes, in order)."""
+    lookups: list[str] = []
+    real = g.gw.store.token_by_hash
+
+    async def counted(h: str):
+        lookups.append(h)
+        return await real(h)
+
+    g.gw.store.token_by_hash = counted       # type: ignore[method-assign]
+    return lookups
+
+
 @pytest.fixture
 async def front(tmp_path):
     """A gateway with a channel to the stand-in, a token, and a count of
@@ -60,15 +73,7 @@ async def front(tmp_path):
         try:
             await g.channel("standin", up.base_url, ["gpt-realtime"])
             secret = await g.token()
-            lookups: list[str] = []
-            real = g.gw.store.token_by_hash
-
-            async def counted(h: str):
-                lookups.append(h)
-                return await real(h)
-
-            g.gw.store.token_by_hash = counted       # type: ignore[method-assign]
-            yield g, up, secret, lookups
+            yield g, up, secret, count_lookups(g)
         finally:
             await g.stop()
 
