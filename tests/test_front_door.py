@@ -306,3 +306,25 @@ async def test_the_doors_own_refusals_log_one_line_each_without_the_request(fron
     lines = [r.getMessage() for r in caplog.records if "bad request from" in r.getMessage()]
     assert len(lines) == 2 and "431" in lines[0] and "400" in lines[1]
     assert secret not in caplog.text
+
+
+async def test_a_protocol_error_picows_closes_for_is_recorded_with_the_code_it_sent(tmp_path):
+    """A frame with a reserved opcode: picows closes with 1002; the session row
+    says 1002 too (it said 1006, 'connection lost')."""
+    from tests.test_ledger_e2e import closed_sessions, eventually
+    async with StandIn(ping_interval=0) as up:
+        g = await start_gateway(tmp_path, ledger_flush_seconds=0.05)
+        try:
+            await g.channel("standin", up.base_url, ["gpt-realtime"])
+            secret = await g.token()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port_of(g))
+            writer.write(head(_good(secret)))
+            assert status(await reader.readuntil(b"\r\n\r\n")) == 101
+            writer.write(bytes([0x80 | 0x3, 0x80 | 0]) + os.urandom(4))   # opcode 3: reserved
+            await writer.drain()
+            await asyncio.wait_for(reader.read(), 10)                     # closed by the gateway
+            writer.close()
+            [row] = await eventually(lambda: closed_sessions(g))
+            assert (row["closed_by"], row["close_code"]) == ("client", 1002)
+        finally:
+            await g.stop()

@@ -229,7 +229,13 @@ class WsEndpoint(WSListener):
 
     def on_ws_disconnected(self, transport: Any) -> None:
         if self.close_code is None:
-            self.close_code, self.close_reason = 1006, "connection lost"
+            # picows itself closed for a protocol error (a bad opcode, a frame
+            # too big): the code it sent, else the connection was just lost
+            sent = getattr(transport.close_handshake, "sent", None)
+            if sent is not None:
+                self.close_code, self.close_reason = int(sent.code), sent.reason or ""
+            else:
+                self.close_code, self.close_reason = 1006, "connection lost"
         self._ended()
 
     def pause_writing(self) -> None:
