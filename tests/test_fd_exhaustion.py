@@ -48,11 +48,17 @@ async def next_of(ws: aiohttp.ClientWebSocketResponse, kind: str, limit: int = 1
     raise AssertionError(f"no {kind}")
 
 
+def provision(tmp_path, up: StandIn) -> str:
+    """A token and a channel to the stand-in, made with the CLI; the secret."""
+    secret = cli("tokens", "create", "fd", data_dir=tmp_path).splitlines()[-1]
+    cli("channels", "add", "standin", "--type", "openai", "--key", "sk-good",
+        "--models", "gpt-realtime", "--base-url", up.base_url, data_dir=tmp_path)
+    return secret
+
+
 async def test_out_of_descriptors_accept_pauses_and_resumes(tmp_path):
     async with StandIn(ping_interval=5) as up:
-        secret = cli("tokens", "create", "fd", data_dir=tmp_path).splitlines()[-1]
-        cli("channels", "add", "standin", "--type", "openai", "--key", "sk-good",
-            "--models", "gpt-realtime", "--base-url", up.base_url, data_dir=tmp_path)
+        secret = provision(tmp_path, up)
         gw = serve_limited(tmp_path, NOFILE)
         idle: list = []
         try:
@@ -151,9 +157,7 @@ async def test_out_of_descriptors_idle_connections_make_room(tmp_path):
     client are answered while the idle clients still hold their sockets, and
     a running session (past its request head) is not among those closed."""
     async with StandIn(ping_interval=5) as up:
-        secret = cli("tokens", "create", "fd", data_dir=tmp_path).splitlines()[-1]
-        cli("channels", "add", "standin", "--type", "openai", "--key", "sk-good",
-            "--models", "gpt-realtime", "--base-url", up.base_url, data_dir=tmp_path)
+        secret = provision(tmp_path, up)
         gw = serve_limited(tmp_path, NOFILE)
         idle: list = []
         slow: list = []
