@@ -127,29 +127,29 @@ async def _connect_unless_hung_up(gw, door: FrontDoor, s: Session, req: ConnectR
     session's reserved row is dropped then."""
     connect = asyncio.ensure_future(gw.router.connect(req, candidates))
     try:
+        await asyncio.wait((connect, door.hung_up), return_when=asyncio.FIRST_COMPLETED)
         if not connect.done():
-            await asyncio.wait((connect, door.hung_up), return_when=asyncio.FIRST_COMPLETED)
-        if connect.done():
-            return connect.result()
-        log.info("abandoned during the upstream connect: peer=%s token=%s", door.peer,
-                 s.token.name)
-        raise _HungUp
-    except BaseException as exc:
-        if not connect.done():
-            connect.cancel()
-        try:
-            *_, upstream = await connect
-            await upstream.close(1000)       # opened all the same: not used
-        except BaseException:  # noqa: BLE001 - cancelled or failed: nothing is open
-            pass
+            log.info("abandoned during the upstream connect: peer=%s token=%s", door.peer,
+                     s.token.name)
+            await _drop(connect)
+            await gw.ledger.abandon(s)
+            return None
+        return connect.result()
+    except GatewayError as exc:        # every channel failed (502), or the models load (503)
         await gw.ledger.abandon(s)
-        if isinstance(exc, GatewayError):
-            _refuse(door, exc, s.model, s.token)
-            return None
-        if isinstance(exc, _HungUp):
-            return None
+        _refuse(door, exc, s.model, s.token)
+        return None
+    except BaseException:              # cancelled (shutdown), or a bug
+        await _drop(connect)
+        await gw.ledger.abandon(s)
         raise
 
 
-class _HungUp(Exception):
-    pass
+async def _drop(connect: asyncio.Future) -> None:
+    """Cancel an upstream connect; close the upstream if it opened all the same."""
+    connect.cancel()
+    try:
+        *_, upstream = await connect
+    except BaseException:  # noqa: BLE001 - cancelled or failed: nothing is open
+        return
+    await upstream.close(1000)
