@@ -22,7 +22,7 @@ Stages have no I/O, so metering works as a hand-over:
   time -- it lost up to ``flush_seconds`` (1 s) when rows were only written
   on the periodic flush.  A commit costs ~1.6 ms of CPU on SQLite (and
   ~1 ms on PostgreSQL) on the development VM, once per response at low rates;
-  ``bench/relay.py --phases turns`` measures it beside the periodic flush;
+  ``bench/relay.py --turn-every N`` measures it beside the periodic flush;
 * the same task renews the leases of this instance's sessions and re-reads
   the spend of tokens in use every ``refresh_seconds``, so spending by other
   gateway instances (and quota changes from the CLI) reach running sessions.
@@ -300,23 +300,21 @@ class Ledger:
         refuses never will be written: they are dropped, each with an ERROR
         line naming it (session, kind, ref, model, cost -- no secret).  When
         it takes none, it is down: everything is kept for the next flush."""
-        failed_rows: list[UsageRow] = []
-        failed_ends: list[SessionEnd] = []
-        any_ok = False
-        for i, r in enumerate(rows):
+        pending = channels           # written with the first write that succeeds
+
+        async def alone(rows: list[UsageRow], ends: list[SessionEnd]) -> bool:
+            nonlocal pending
             try:
-                self._written([r], await self.store.write_ledger(
-                    [r], [], channels if i == 0 else {}))
-                any_ok = True
+                balances = await self.store.write_ledger(rows, ends, pending)
             except Exception:  # noqa: BLE001
-                failed_rows.append(r)
-        for e in ends:
-            try:
-                await self.store.write_ledger([], [e], {})
-                any_ok = True
-            except Exception:  # noqa: BLE001
-                failed_ends.append(e)
-        if not any_ok:
+                return False
+            pending = {}
+            self._written(rows, balances)
+            return True
+
+        failed_rows = [r for r in rows if not await alone([r], [])]
+        failed_ends = [e for e in ends if not await alone([], [e])]
+        if len(failed_rows) + len(failed_ends) == len(rows) + len(ends):
             return self._keep(failed_rows, failed_ends, channels)
         for r in failed_rows:
             log.error("ledger: dropped a usage row the database refuses: session=%s kind=%s "

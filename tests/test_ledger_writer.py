@@ -155,9 +155,11 @@ async def test_a_row_the_database_refuses_does_not_hold_back_the_others(pg_url, 
         tok = (await ops.create_token(store, "t")).record
         s = Session(id="sess_p", model="m", token=tok)
         g = await ledger.admit(s)
-        ledger.record(usage_row(s, "ok1", 3))
+        ledger.opened(s.id, "ch-a")
+        # the refused row first: what the batch carried besides rows still arrives
         ledger.record(UsageRow(session_id=s.id, kind="response", ref="poison", token_id=tok.id,
                                model="m", tokens=Tokens(input_text=2 ** 40), cost_nanos=100))
+        ledger.record(usage_row(s, "ok1", 3))
         ledger.record(usage_row(s, "ok2", 4))
         ledger.closed(SessionEnd(id=s.id, closed_by="client", close_code=1000), tok.id)
         assert await ledger.flush()
@@ -165,8 +167,9 @@ async def test_a_row_the_database_refuses_does_not_hold_back_the_others(pg_url, 
         async with store.engine.connect() as conn:
             refs = [r for (r,) in (await conn.exec_driver_sql(
                 "SELECT ref FROM ledger ORDER BY id")).all()]
-            closed = (await conn.exec_driver_sql("SELECT closed_by FROM sessions")).scalar()
-        assert refs == ["ok1", "ok2"] and closed == "client"
+            closed = tuple((await conn.exec_driver_sql(
+                "SELECT closed_by, channel FROM sessions")).one())
+        assert refs == ["ok1", "ok2"] and closed == ("client", "ch-a")
         assert "dropped a usage row" in caplog.text and "'poison'" in caplog.text
         assert ledger._rows == [] and ledger._ends == []
     finally:
