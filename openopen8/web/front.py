@@ -53,10 +53,12 @@ HEAD_TIMEOUT = 15.0
 
 #: RFC 9110 token characters (header names); field values may not hold
 #: control characters other than HTAB (RFC 9110 5.5: NUL, CR, LF are invalid)
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TOKEN_PATTERN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_TOKEN = re.compile(_TOKEN_PATTERN)
 _CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _HTTP_11 = re.compile(r"HTTP/1\.[1-9]")
-_REQUEST_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [^ \x00-\x1f\x7f]+ HTTP/1\.[0-9]")
+#: method SP target SP HTTP/1.x -- what a first line must be before the head is complete
+_REQUEST_LINE = re.compile((_TOKEN_PATTERN + r" [^ \x00-\x1f\x7f]+ HTTP/1\.[0-9]").encode())
 
 
 def _tokens(headers: CIMultiDictProxy[str], name: str) -> set[str]:
@@ -267,10 +269,13 @@ class FrontDoor(asyncio.Protocol):
             log.exception("answering %s failed", head.path)
             self._reply(500, _err("Internal gateway error.", "internal_error", "server_error"))
 
+    def _peername(self) -> Any:
+        return self.transport.get_extra_info("peername") if self.transport is not None else None
+
     @property
     def peer(self) -> str:
         """The client's address as the socket has it ("host:port")."""
-        addr = self.transport.get_extra_info("peername") if self.transport is not None else None
+        addr = self._peername()
         if isinstance(addr, tuple) and len(addr) >= 2:
             return f"{addr[0]}:{addr[1]}"
         return str(addr or "")
@@ -278,7 +283,7 @@ class FrontDoor(asyncio.Protocol):
     @property
     def host(self) -> str:
         """The socket peer's address, without the port."""
-        addr = self.transport.get_extra_info("peername") if self.transport is not None else None
+        addr = self._peername()
         return str(addr[0]) if isinstance(addr, tuple) and addr else ""
 
     def refuse(self, status: int, body: dict[str, Any],
