@@ -126,10 +126,11 @@ class Router:
             return "unavailable"
         return {"ready": "ready", "failed": "unavailable"}.get(state, "loading")
 
-    async def models(self, allows: Callable[[str], bool] | None = None) -> list[ServedModel]:
+    async def models(self) -> list[ServedModel]:
         """The models served now, by name: enabled channels' models, and the
         built-in engine's when no channel lists it (as :meth:`serving` routes)
-        unless it failed to load; only those ``allows`` (a token's) passes."""
+        unless it failed to load.  (Callers filter by a token's ``allows``:
+        they need the whole list too, to tell "none allowed" from "none".)"""
         chs = await self.channels()
         found: dict[str, ServedModel] = {}
         for ch in sorted(chs, key=lambda c: -c.priority):
@@ -145,7 +146,7 @@ class Router:
         listed = any(LOCAL_MODEL in c.models for c in chs)
         if not listed and self.local_factory is not None and self.local_state() != "unavailable":
             found[LOCAL_MODEL] = ServedModel(LOCAL_MODEL, "openopen8", self._started)
-        return [found[m] for m in sorted(found) if allows is None or allows(m)]
+        return [found[m] for m in sorted(found)]
 
     def provider(self, ch: ChannelRecord) -> Provider:
         key = (ch.id, ch.type, ch.base_url, ch.key_encrypted, ch.api_version,
