@@ -48,6 +48,17 @@ async def next_of(ws: aiohttp.ClientWebSocketResponse, kind: str, limit: int = 1
     raise AssertionError(f"no {kind}")
 
 
+async def still_served(ws) -> None:
+    """The session on ``ws`` takes an update and completes a response."""
+    await ws.send_str(json.dumps({"type": "session.update", "session": {
+        "type": "realtime", "instructions": "Be brief."}}))
+    updated = await next_of(ws, "session.updated")
+    assert updated["session"]["instructions"] == "Be brief."
+    await ws.send_str(json.dumps({"type": "response.create"}))
+    done = await next_of(ws, "response.done")
+    assert done["response"]["status"] == "completed"
+
+
 def provision(tmp_path, up: StandIn) -> str:
     """A token and a channel to the stand-in, made with the CLI; the secret."""
     secret = cli("tokens", "create", "fd", data_dir=tmp_path).splitlines()[-1]
@@ -87,13 +98,7 @@ async def test_out_of_descriptors_accept_pauses_and_resumes(tmp_path):
                     assert "Traceback" not in flood_log
 
                     # the session opened before the flood is still served
-                    await ws.send_str(json.dumps({"type": "session.update", "session": {
-                        "type": "realtime", "instructions": "Be brief."}}))
-                    updated = await next_of(ws, "session.updated")
-                    assert updated["session"]["instructions"] == "Be brief."
-                    await ws.send_str(json.dumps({"type": "response.create"}))
-                    done = await next_of(ws, "response.done")
-                    assert done["response"]["status"] == "completed"
+                    await still_served(ws)
 
                     # descriptors free up: accepting resumes by itself
                     close_all(idle)
@@ -205,13 +210,7 @@ async def test_out_of_descriptors_idle_connections_make_room(tmp_path):
                         assert b"connection limit" in answer, answer
 
                     # the session (long past its request head) was not closed to make room
-                    await ws.send_str(json.dumps({"type": "session.update", "session": {
-                        "type": "realtime", "instructions": "Be brief."}}))
-                    updated = await next_of(ws, "session.updated")
-                    assert updated["session"]["instructions"] == "Be brief."
-                    await ws.send_str(json.dumps({"type": "response.create"}))
-                    done = await next_of(ws, "response.done")
-                    assert done["response"]["status"] == "completed"
+                    await still_served(ws)
 
                     flood_log = gw.log_text(log0)
                     print(f"log {len(flood_log.encode())} B, gateway CPU "
