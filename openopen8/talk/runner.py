@@ -51,14 +51,10 @@ class ServerError(Exception):
     """An ``error`` event ended the run (already shown as it arrived)."""
 
 
-def say_error(console: Console, message: str, label: str = "error:") -> None:
-    """``error: message`` in red, the message printed literally (no rich markup)."""
-    console.print(Text(label, style="red") + Text(" " + message), soft_wrap=True, highlight=False)
-
-
-def say_hint(console: Console, message: str) -> None:
-    console.print(Text("hint:", style="yellow") + Text(" " + message), soft_wrap=True,
-                  highlight=False)
+def say_error(console: Console, message: str, label: str = "error:", style: str = "red") -> None:
+    """``error: message`` in red (or another label and style, e.g. a yellow
+    ``hint:``), the message printed literally (no rich markup)."""
+    console.print(Text(label, style=style) + Text(" " + message), soft_wrap=True, highlight=False)
 
 
 def token_hint(token: str | None) -> str:
@@ -415,7 +411,7 @@ class Talk:
             say_error(self.err, f"the gateway refused the connection: HTTP {exc.status}{code}: "
                                 f"{exc.message}")
             if exc.status == 401:
-                say_hint(self.err, token_hint(opts.token))
+                say_error(self.err, token_hint(opts.token), "hint:", "yellow")
             return 1
         except Unreachable as exc:
             say_error(self.err, str(exc))
