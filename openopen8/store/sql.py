@@ -15,6 +15,7 @@ from sqlalchemy import delete, event, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from ..datadir import create_private
 from . import schema
 from .base import ChannelRecord, StoreError, TokenLimits, TokenRecord, as_utc, utcnow
 from .ledger_sql import LedgerOps
@@ -37,11 +38,9 @@ def _private_file(path: Path) -> None:
     like ``secret.key``: it holds token hashes and encrypted upstream keys);
     SQLite gives its -wal and -shm files the same mode.  A new data
     directory is made 0700.  Existing files keep the mode they have."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
-        pass
+    fd = create_private(path)
+    if fd is not None:
+        os.close(fd)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
