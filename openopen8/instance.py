@@ -42,7 +42,7 @@ class Instance:
 
     @classmethod
     def of(cls, data_dir: Path) -> "Instance":
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # kept_value makes the data dir too, when it is new
         gateway_id = kept_value(data_dir / "gateway.id", lambda: "gw_" + secrets.token_hex(8))
         return cls(gateway_id, _lock(data_dir / "gateway.lock"))
 
