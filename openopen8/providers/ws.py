@@ -59,29 +59,6 @@ def _host(url: str) -> str:
     return url.partition("://")[2].partition("/")[0].rpartition("@")[2]
 
 
-#: the waits of _read_disconnect (a task needs a reference while it runs)
-_WAITS: set[asyncio.Task] = set()
-
-
-def _read_disconnect(transport: Any) -> None:
-    """Read what ended the connection.  picows puts the error that ends a
-    client-side connection (an upstream's protocol error, logged as one line
-    already) on a future only ``wait_disconnected()`` reads; unread, asyncio
-    logs it at garbage collection as an ERROR with a traceback ("Future
-    exception was never retrieved")."""
-    if transport is None:
-        return
-    wait = asyncio.ensure_future(transport.wait_disconnected())
-    _WAITS.add(wait)
-    wait.add_done_callback(_read)
-
-
-def _read(wait: asyncio.Task) -> None:
-    _WAITS.discard(wait)
-    if not wait.cancelled():
-        wait.exception()
-
-
 class _Sockets:
     """The socket a connect uses, made here so that a cancelled connect can
     shut it down.  (picows' ``ws_connect`` leaves the connection open when it
@@ -133,7 +110,6 @@ async def open_ws(url: str, headers: dict[str, str], timeout: float) -> WsEndpoi
                 logger_name=peerlog.ws_logger(_LOG, _host(url), upstream=True),
                 read_buffer_init_size=READ_BUFFER, socket_factory=sockets,
                 ssl_context=_tls() if url.startswith("wss:") else None)
-            _read_disconnect(ep.t)
             first = await ep.wait_early(1)
             if first is not None and first.type == "error":
                 # OpenAI's "101, error, close": wait briefly for the close

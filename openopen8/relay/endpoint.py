@@ -51,6 +51,28 @@ def _nothing(*_: Any) -> None:
     return None
 
 
+#: the waits of _read_disconnect (a task needs a reference while it runs)
+_WAITS: set[asyncio.Task] = set()
+
+
+def _read_disconnect(transport: Any) -> None:
+    """Read what ended a client-side connection (an upstream's).  picows puts
+    the error that ended it (a protocol error, logged as one line already) on
+    a future only ``wait_disconnected()`` reads; unread, asyncio logs it at
+    garbage collection as an ERROR with a traceback ("Future exception was
+    never retrieved").  Started when the connection ends, not held open for
+    the session's life."""
+    wait = asyncio.ensure_future(transport.wait_disconnected())
+    _WAITS.add(wait)
+    wait.add_done_callback(_read)
+
+
+def _read(wait: asyncio.Task) -> None:
+    _WAITS.discard(wait)
+    if not wait.cancelled():
+        wait.exception()
+
+
 def _heads(t: str) -> list[bytes]:
     return [(prefix + t + '"').encode() for prefix in TYPE_PREFIXES]
 
@@ -236,6 +258,8 @@ class WsEndpoint(WSListener):
                 self.close_code, self.close_reason = int(sent.code), sent.reason or ""
             else:
                 self.close_code, self.close_reason = 1006, "connection lost"
+        if transport.is_client_side:
+            _read_disconnect(transport)
         self._ended()
 
     def pause_writing(self) -> None:
