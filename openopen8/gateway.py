@@ -11,9 +11,10 @@ from typing import Any, Awaitable, Callable
 from .auth import find_token, hash_secret
 from .billing import PriceTable
 from .crypto import SecretBox, server_secret
-from .errors import AuthError
+from .errors import AuthError, GatewayError
 from .instance import Instance
 from .ledger import Ledger
+from .principal import CLIENT_SECRET_PREFIX, Principal
 from .providers.routing import Router
 from .settings import Settings
 from .store.base import TokenRecord
@@ -54,6 +55,8 @@ class Gateway:
     #: failed authentications per client address: gateway tokens, and the admin API's
     brake: Brake = field(init=False)
     admin_brake: Brake = field(init=False)
+    #: set by the first SIGTERM/SIGINT (app.serve): new sessions are refused with 503
+    draining: bool = False
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -91,11 +94,13 @@ class Gateway:
         or X-Forwarded-For's when ``peer`` is a trusted proxy (web/brake.py)."""
         return self.proxies.client(headers, peer)
 
-    async def authenticate(self, headers, query, client: str) -> TokenRecord:
-        """The token a request carries, or :class:`AuthError` (401).  Every
-        gateway-token authentication comes here, so the brake on guessing
-        holds on every route: a ``client`` address (:meth:`client_address`)
-        with too many recent failures gets 429 before any lookup."""
+    async def authenticate(self, headers, query, client: str) -> Principal:
+        """The token -- or client secret -- a request carries, or
+        :class:`AuthError` (401).  Every authentication comes here, so the
+        brake on guessing holds on every route: a ``client`` address
+        (:meth:`client_address`) with too many recent failures gets 429 before
+        any lookup.  A secret is refused with its minting token (revoked,
+        expired) as well as on its own expiry."""
         secret = find_token(headers, query)
         if not secret:
             raise AuthError("You didn't provide an API key. Send your gateway token as "
@@ -106,17 +111,35 @@ class Gateway:
             digest = hash_secret(secret)
         except UnicodeEncodeError:   # bytes no token has (aiohttp keeps them as surrogates)
             digest = None
-        token = await self.store.token_by_hash(digest) if digest else None
+        client_secret = None
+        if digest is None:
+            token = None
+        elif secret.startswith(CLIENT_SECRET_PREFIX):
+            found = await self.store.client_secret_by_hash(digest)
+            client_secret, token = found if found is not None else (None, None)
+        else:
+            token = await self.store.token_by_hash(digest)
         if token is None:
             problem = AuthError("Incorrect API key provided.")
+        elif client_secret is not None and client_secret.expired():
+            problem = AuthError("This client secret has expired. Ask your backend for a new one.",
+                                code="client_secret_expired")
         elif token.revoked_at is not None:
             problem = AuthError("This gateway token has been revoked.", code="token_revoked")
         elif token.expired():
             problem = AuthError("This gateway token has expired.", code="token_expired")
         else:
-            return token
+            return Principal(token, client_secret)
         self.brake.failed(client)
         raise problem
+
+    def refuse_if_draining(self) -> None:
+        """While draining, a new session is refused with 503 and Retry-After: a
+        proxy in front (``proxy_next_upstream http_503``) tries another instance."""
+        if self.draining:
+            raise GatewayError("This gateway instance is shutting down; retry (another "
+                               "instance will take the session).", code="server_draining",
+                               status=503, type="server_error", headers={"Retry-After": "1"})
 
     async def admit(self, token: TokenRecord, model: str) -> None:
         for check in self.admission:

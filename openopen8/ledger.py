@@ -44,7 +44,7 @@ from datetime import timedelta
 from typing import Any
 
 from .billing import PriceTable, usd_text
-from .errors import LimitError
+from .errors import AuthError, GatewayError, LimitError
 from .metrics import usage_recorded
 from .relay.stage import Session
 from .store.base import LimitReached, SessionEnd, TokenLimits, UsageRow, utcnow
@@ -76,6 +76,9 @@ class Grant:
 
     limits: TokenLimits
     balance: TokenBalance
+    #: set by the ledger's refresh when the session must end (an operator asked,
+    #: its token was revoked or expired): the limits stage ends it on its next tick
+    end: str | None = None
 
 
 def quota_error(quota_nanos: int | None) -> LimitError:
@@ -85,7 +88,10 @@ def quota_error(quota_nanos: int | None) -> LimitError:
                       type="insufficient_quota")
 
 
-def _refusal(exc: LimitReached) -> LimitError:
+def _refusal(exc: LimitReached) -> GatewayError:
+    if exc.limit == "secret_uses":
+        return AuthError("This client secret has already been used (it was minted with "
+                         "max_uses). Ask your backend for a new one.", code="client_secret_used")
     if exc.limit == "quota_nanos":
         return quota_error(exc.value)
     if exc.limit == "max_sessions":
@@ -115,6 +121,7 @@ class Ledger:
         self._channels: dict[str, str] = {}
         self._balances: dict[int, TokenBalance] = {}
         self._live: set[str] = set()          # sessions this instance runs (their leases)
+        self._grants: dict[str, Grant] = {}   # their grants (an end is flagged there)
         self._wake = asyncio.Event()
         #: something was queued: the writer commits it within commit_seconds
         self._queued = False
@@ -201,7 +208,8 @@ class Ledger:
         try:
             limits, spent = await self.store.open_session(
                 s.id, token_id, s.model, self.instance, self._lease_until(),
-                pending_nanos=bal.pending_nanos if bal else 0)
+                pending_nanos=bal.pending_nanos if bal else 0,
+                details=s.facts.get("row"))
         except LimitReached as exc:
             raise _refusal(exc) from None
         bal = self._balances.get(token_id)
@@ -212,11 +220,13 @@ class Ledger:
             bal.spent_nanos = max(bal.spent_nanos, spent)   # spend only grows
         bal.sessions += 1
         self._live.add(s.id)
-        return Grant(limits, bal)
+        grant = self._grants[s.id] = Grant(limits, bal)
+        return grant
 
     async def abandon(self, s: Session) -> None:
         """The session never started (no upstream): forget its row."""
         self._live.discard(s.id)
+        self._grants.pop(s.id, None)
         self._release(s.token.id)
         try:
             await self.store.drop_session(s.id)
@@ -254,6 +264,7 @@ class Ledger:
 
     def closed(self, end: SessionEnd, token_id: int) -> None:
         self._live.discard(end.id)
+        self._grants.pop(end.id, None)
         self._ends.append(end)
         self._release(token_id)
         self._queue()
@@ -330,6 +341,13 @@ class Ledger:
     async def _refresh(self) -> None:
         async with self._flush_lock:
             self._apply(await self.store.balances(list(self._balances)))
+        if self._grants:
+            # ended from the store (ops.end_session, a revoked or expired token),
+            # on whichever instance: flagged here, acted on by the limits stage
+            for sid, why in (await self.store.sessions_to_end(self.instance)).items():
+                grant = self._grants.get(sid)
+                if grant is not None and grant.end is None:
+                    grant.end = why
 
     def _apply(self, balances: list) -> None:
         for b in balances:

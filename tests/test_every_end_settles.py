@@ -13,7 +13,7 @@ import asyncio
 import pytest
 
 from openopen8.relay.stage import Chain
-from openopen8.web import realtime as realtime_module
+from openopen8.web import admission as realtime_module
 from tests.standin import Script, StandIn
 from tests.test_ledger_e2e import Client, U1_NANOS, closed_sessions, eventually, metered, \
     spent, table, token

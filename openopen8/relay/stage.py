@@ -297,11 +297,21 @@ class Chain:
         return _pass(ev, s, hooks, self.reverse, "on_server") if hooks else ev
 
     def open(self, s: Session) -> None:
+        """``on_open`` of every stage; then the session's *preamble*
+        (``s.facts["preamble"]``: GA client events the gateway sends first --
+        a client secret's session) goes through every stage past the client's
+        edge (stages with ``edge == "client"`` judge what the client sent)
+        into ``s.to_upstream``, ahead of anything the client sends."""
         self._bind(s)
         for st in self.stages:
             hook = getattr(st, "on_open", None)
             if hook:
                 hook(s)
+        preamble = s.facts.pop("preamble", None)
+        if preamble:
+            inner = [st for st in self.stages if getattr(st, "edge", None) != "client"]
+            for ev in preamble:
+                s.to_upstream.extend(_run(ev, inner, "on_client", s))
 
     def tick(self, now: float, s: Session) -> None:
         for st in self.tickers:

@@ -21,6 +21,7 @@ _MESSAGES = {
 
 class FrameStage:
     name = "frames"
+    edge = "client"     # judges frames as the client sent them
 
     def on_client(self, ev: Event, s: Session) -> Forward:
         if ev.type is not None:

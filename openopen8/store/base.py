@@ -47,12 +47,35 @@ class TokenRecord:
     created_at: datetime | None = None
     limits: TokenLimits = field(default_factory=TokenLimits)
     spent_nanos: int = 0
+    #: what the operator pins for this token's sessions (openopen8/policy.py)
+    policy: dict[str, Any] = field(default_factory=dict)
+    #: browser origins its sessions may come from (``Origin``); empty: any
+    origins: list[str] = field(default_factory=list)
+    log_transcripts: bool | None = None   # None: the gateway's setting
 
     def allows(self, model: str) -> bool:
         return not self.models or model in self.models
 
     def expired(self, now: datetime | None = None) -> bool:
         return self.expires_at is not None and (now or utcnow()) >= self.expires_at
+
+
+@dataclass
+class ClientSecretRecord:
+    """A short-lived ``ek_`` secret minted with a token (only its hash is stored)."""
+
+    id: int
+    token_id: int
+    prefix: str
+    session: dict[str, Any]           # the GA session it starts with
+    model: str | None
+    expires_at: datetime
+    max_uses: int | None = None       # None: any number of sessions until it expires
+    uses: int = 0
+    created_at: datetime | None = None
+
+    def expired(self, now: datetime | None = None) -> bool:
+        return (now or utcnow()) >= self.expires_at
 
 
 @dataclass
@@ -143,6 +166,15 @@ class Store(Protocol):
     async def list_tokens(self) -> list[TokenRecord]: ...
     async def revoke_token(self, name: str) -> TokenRecord: ...
 
+    # client secrets (store/secrets_sql.py)
+    async def create_client_secret(self, secret_hash: str, prefix: str, token_id: int,
+                                   session: dict[str, Any], model: str | None,
+                                   expires_at: datetime,
+                                   max_uses: int | None = None) -> ClientSecretRecord: ...
+    async def client_secret_by_hash(
+            self, secret_hash: str) -> tuple[ClientSecretRecord, TokenRecord] | None: ...
+    async def delete_expired_client_secrets(self, before: datetime) -> int: ...
+
     # channels
     async def add_channel(self, ch: ChannelRecord) -> ChannelRecord: ...
     async def list_channels(self) -> list[ChannelRecord]: ...
@@ -167,6 +199,12 @@ class Store(Protocol):
         """Insert rows (a row already recorded is skipped), add what was new
         to the tokens' spend and close sessions, in one transaction."""
     async def balances(self, token_ids: list[int]) -> list[Balance]: ...
+    async def request_session_end(self, session_id: str, reason: str) -> bool:
+        """Set ``end_requested``: the instance running the session ends it at
+        its next balance refresh.  False when no such session is open."""
+    async def sessions_to_end(self, instance: str) -> dict[str, str]:
+        """``instance``'s open sessions to end, with why (an end requested, or
+        ``token_revoked`` / ``token_expired``)."""
     async def usage_report(self, by: str, token: str | None = None, model: str | None = None,
                            since: datetime | None = None,
                            until: datetime | None = None) -> list[dict[str, Any]]: ...

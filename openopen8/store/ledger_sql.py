@@ -46,12 +46,17 @@ class LedgerOps:
     # ---- sessions ------------------------------------------------------------
 
     async def open_session(self, session_id: str, token_id: int, model: str, instance: str,
-                           lease_until: datetime, pending_nanos: int = 0
+                           lease_until: datetime, pending_nanos: int = 0,
+                           details: dict[str, Any] | None = None
                            ) -> tuple[TokenLimits, int]:
         """Check the token's quota (its spend plus ``pending_nanos`` this
         instance has not written yet), live sessions and sessions in the last
         minute, then record the session -- atomically.  Returns the token's
-        current limits and spend; raises :class:`LimitReached`."""
+        current limits and spend; raises :class:`LimitReached`.
+
+        ``details``: the row's ``client``, ``via`` and ``secret_id``; with a
+        ``secret_id`` one use of that client secret is taken in the same
+        transaction (``LimitReached("secret_uses")`` when none is left)."""
         now = utcnow()
         async with self.writing() as conn:
             row = (await conn.execute(select(_T).where(_T.c.id == token_id)
@@ -72,10 +77,21 @@ class LedgerOps:
                     _S.c.token_id == token_id, _S.c.opened_at > now - timedelta(minutes=1)))
                 if recent >= limits.sessions_per_minute:
                     raise LimitReached("sessions_per_minute", limits.sessions_per_minute)
+            extra = dict(details or {})
+            if extra.get("secret_id") is not None:
+                _C = schema.client_secrets
+                taken = await conn.execute(update(_C).where(
+                    _C.c.id == extra["secret_id"],
+                    _C.c.max_uses.is_(None) | (_C.c.uses < _C.c.max_uses),
+                ).values(uses=_C.c.uses + 1))
+                if taken.rowcount != 1:
+                    raise LimitReached("secret_uses", None)
+            if "client" in extra:
+                extra["client"] = _fit(extra["client"], _S.c.client)
             await conn.execute(_S.insert().values(
                 id=session_id, token_id=token_id, model=_fit(model, _S.c.model),
                 instance=instance, opened_at=now,
-                lease_until=lease_until))
+                lease_until=lease_until, **extra))
         return limits, spent
 
     async def drop_session(self, session_id: str) -> None:
@@ -113,6 +129,31 @@ class LedgerOps:
                 await conn.execute(update(_S).where(_S.c.id.in_(ids[i:i + 500]),
                                                     _S.c.closed_at.is_(None))
                                    .values(lease_until=lease_until))
+
+    async def request_session_end(self, session_id: str, reason: str) -> bool:
+        """Ask whichever instance runs a session to end it (``end_requested =
+        reason``; it does within ``balance_refresh_seconds`` plus a tick).
+        False when no such session is open."""
+        async with self.writing() as conn:
+            res = await conn.execute(update(_S).where(_S.c.id == session_id,
+                                                      _S.c.closed_at.is_(None))
+                                     .values(end_requested=_fit(reason, _S.c.end_requested)))
+        return (res.rowcount or 0) == 1
+
+    async def sessions_to_end(self, instance: str) -> dict[str, str]:
+        """The open sessions of ``instance`` that must end, with why: an end
+        was requested (its reason), or their token was revoked
+        (``token_revoked``) or has expired (``token_expired``)."""
+        now = utcnow()
+        q = (select(_S.c.id, _S.c.end_requested, _T.c.revoked_at, _T.c.expires_at)
+             .select_from(_S.join(_T, _T.c.id == _S.c.token_id))
+             .where(_S.c.closed_at.is_(None), _S.c.instance == instance,
+                    _S.c.end_requested.isnot(None) | _T.c.revoked_at.isnot(None)
+                    | (_T.c.expires_at <= now)))
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(q)).all()
+        return {r.id: r.end_requested or ("token_revoked" if r.revoked_at is not None
+                                          else "token_expired") for r in rows}
 
     # ---- the ledger ----------------------------------------------------------
 

@@ -25,6 +25,11 @@ tokens = Table(
     Column("max_duration", Float),            # seconds
     Column("idle_timeout", Float),            # seconds
     Column("sessions_per_minute", Integer),
+    # what the operator pins for the token's sessions (openopen8/policy.py), the browser
+    # origins it may be used from (empty: any), and transcript logging (NULL: the setting)
+    Column("policy", JSON, nullable=False, default=dict, server_default="{}"),
+    Column("origins", JSON, nullable=False, default=list, server_default="[]"),
+    Column("log_transcripts", Boolean),
 )
 
 channels = Table(
@@ -65,6 +70,11 @@ sessions = Table(
     Column("bytes_out", BigInteger, nullable=False, default=0, server_default="0"),
     Column("audio_in_seconds", Float, nullable=False, default=0.0, server_default="0"),
     Column("audio_out_seconds", Float, nullable=False, default=0.0, server_default="0"),
+    #: a reason (session_ended, token_revoked …): the instance running it ends it
+    Column("end_requested", String(40)),
+    Column("client", String(64)),             # the client's address
+    Column("via", String(20)),                # websocket | webrtc | sideband
+    Column("secret_id", Integer),             # the client secret it came in with
     Index("ix_sessions_token_open", "token_id", "closed_at"),
     Index("ix_sessions_token_opened", "token_id", "opened_at"),
     Index("ix_sessions_open_lease", "closed_at", "lease_until"),
@@ -98,4 +108,22 @@ ledger = Table(
     UniqueConstraint("session_id", "kind", "ref", name="uq_ledger_session_kind_ref"),
     Index("ix_ledger_created", "created_at"),
     Index("ix_ledger_token", "token_id", "created_at"),
+)
+
+#: short-lived client secrets (``ek_…``) minted with a gateway token: only the
+#: hash is kept; everything a secret does is billed to and limited by its token
+client_secrets = Table(
+    "client_secrets", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("token_id", Integer, nullable=False),
+    Column("session", JSON, nullable=False),    # the GA session it starts with
+    Column("model", String(200)),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("max_uses", Integer),                # NULL: until it expires
+    Column("uses", Integer, nullable=False, default=0, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_client_secrets_expires", "expires_at"),
+    Index("ix_client_secrets_token", "token_id"),
 )

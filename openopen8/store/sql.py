@@ -19,8 +19,12 @@ from ..datadir import create_private
 from . import schema
 from .base import ChannelRecord, StoreError, TokenLimits, TokenRecord, as_utc, utcnow
 from .ledger_sql import LedgerOps
+from .secrets_sql import ClientSecretOps
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+#: token columns besides limits, models and expiry
+TOKEN_SETTINGS = ("policy", "origins", "log_transcripts")
 
 
 def async_url(url: str) -> str:
@@ -67,7 +71,8 @@ def _token(row: Any) -> TokenRecord:
     return TokenRecord(id=row.id, name=row.name, prefix=row.prefix, models=list(row.models or []),
                        expires_at=as_utc(row.expires_at), revoked_at=as_utc(row.revoked_at),
                        created_at=as_utc(row.created_at), limits=limits,
-                       spent_nanos=row.spent_nanos or 0)
+                       spent_nanos=row.spent_nanos or 0, policy=dict(row.policy or {}),
+                       origins=list(row.origins or []), log_transcripts=row.log_transcripts)
 
 
 def _channel(row: Any) -> ChannelRecord:
@@ -78,7 +83,7 @@ def _channel(row: Any) -> ChannelRecord:
                          extra=dict(row.extra or {}), created_at=as_utc(row.created_at))
 
 
-class SqlStore(LedgerOps):
+class SqlStore(LedgerOps, ClientSecretOps):
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.sqlite = engine.dialect.name == "sqlite"
@@ -140,8 +145,14 @@ class SqlStore(LedgerOps):
 
     # ---- tokens -------------------------------------------------------------
 
-    async def create_token(self, name, secret_hash, prefix, models, expires_at, limits=None):
+    async def create_token(self, name, secret_hash, prefix, models, expires_at, limits=None,
+                           **settings):
+        """``settings``: :data:`TOKEN_SETTINGS` (policy, origins, log_transcripts)."""
+        bad = set(settings) - set(TOKEN_SETTINGS)
+        if bad:
+            raise StoreError(f"cannot set {sorted(bad)}")
         lim = {f: getattr(limits, f) for f in TokenLimits.FIELDS} if limits else {}
+        lim.update({k: v for k, v in settings.items() if v is not None})
         try:
             async with self.engine.begin() as conn:
                 res = await conn.execute(insert(schema.tokens).values(
@@ -160,9 +171,10 @@ class SqlStore(LedgerOps):
         return _token(row) if row else None
 
     async def update_token(self, name, changes):
-        """Change a token's limits, models or expiry (keys of ``changes``:
-        :attr:`TokenLimits.FIELDS`, ``models``, ``expires_at``)."""
-        allowed = set(TokenLimits.FIELDS) | {"models", "expires_at"}
+        """Change a token's limits, models, expiry or settings (keys of
+        ``changes``: :attr:`TokenLimits.FIELDS`, ``models``, ``expires_at``,
+        :data:`TOKEN_SETTINGS`)."""
+        allowed = set(TokenLimits.FIELDS) | {"models", "expires_at"} | set(TOKEN_SETTINGS)
         bad = set(changes) - allowed
         if bad:
             raise StoreError(f"cannot change {sorted(bad)}")

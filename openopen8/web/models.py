@@ -39,9 +39,9 @@ async def _served(request: web.Request) -> tuple[list[ServedModel], list[ServedM
     """Every model served, and those the request's token may use."""
     gw = request.app[GATEWAY]
     client = gw.client_address(request.headers, request.remote)      # braked per client address
-    token = await gw.authenticate(request.headers, request.query, client)   # AuthError (401), 429
+    who = await gw.authenticate(request.headers, request.query, client)   # AuthError (401), 429
     served = await gw.router.models()
-    return served, [m for m in served if token.allows(m.id)]
+    return served, [m for m in served if who.allows(m.id)]
 
 
 async def list_models(request: web.Request) -> web.Response:
