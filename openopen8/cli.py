@@ -28,6 +28,8 @@ tokens_app = typer.Typer(no_args_is_help=True, help="Gateway tokens for clients.
 channels_app = typer.Typer(no_args_is_help=True, help="Upstream channels (OpenAI, Azure, local).")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(channels_app, name="channels")
+sessions_app = typer.Typer(no_args_is_help=True, help="Running sessions.")
+app.add_typer(sessions_app, name="sessions")
 
 out = Console()
 err = Console(stderr=True)
@@ -244,6 +246,16 @@ def tokens_revoke(name: str, data_dir: DataDir = None, database_url: DbUrl = Non
     settings = _settings(config, data_dir, database_url)
     _run(settings, lambda store, box: store.revoke_token(name))
     print(f"Revoked token {name!r}.")
+
+
+@sessions_app.command("end")
+def sessions_end(session_id: str, data_dir: DataDir = None, database_url: DbUrl = None,
+                 config: ConfigFile = None) -> None:
+    """End a running session (on whichever instance runs it, within
+    balance_refresh_seconds): the client gets an error and close 1008."""
+    settings = _settings(config, data_dir, database_url)
+    _run(settings, lambda store, box: ops.end_session(store, session_id))
+    print(f"Asked to end session {session_id!r}.")
 
 
 # ---- channels ---------------------------------------------------------------

@@ -241,3 +241,13 @@ def channel_view(c: ChannelRecord) -> dict[str, Any]:
     return {"name": c.name, "type": c.type, "url": c.base_url, "models": c.models,
             "deployments": c.deployments, "api_version": c.api_version,
             "priority": c.priority, "weight": c.weight, "enabled": c.enabled}
+
+
+async def end_session(store: Any, session_id: str, reason: str = "session_ended") -> None:
+    """End a running session on whichever gateway instance runs it: the
+    instance notices within ``balance_refresh_seconds`` (plus a tick), tells
+    the client (``error`` with code ``reason``, ``session_ended`` by default)
+    and closes it with 1008, its usage settled.  StoreError when no such
+    session is open."""
+    if not await store.request_session_end(session_id, reason):
+        raise StoreError(f"no open session {session_id!r}")

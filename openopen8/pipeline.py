@@ -35,7 +35,7 @@ def build_chain(gw: "Gateway", s: Session) -> Chain:
         # metering last before the upstream's edge: it sees what the upstream bills, in
         # the upstream's audio format; limits just before it, to read what it counted
         meter = MeteringStage(gw.ledger, gw.ledger.prices, s.token.id)
-        stages += [LimitsStage(meter, grant.limits, grant.balance), meter]
+        stages += [LimitsStage(meter, grant.limits, grant.balance, grant), meter]
     if s.upstream_dialect == "beta":
         stages.append(_DIALECT_UPSTREAM)
     return Chain(stages)

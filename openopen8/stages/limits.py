@@ -15,6 +15,11 @@
   session.
 * **Maximum duration** and **idle timeout** (no client event, and no response
   in flight, for that long): an ``error`` naming the limit, then close 1008.
+* **Ended from the store** (``ops.end_session``, a revoked or expired token):
+  the ledger's refresh flags the session's :class:`~openopen8.ledger.Grant`;
+  the next tick cancels the responses in flight (their usage is settled) and
+  closes with an ``error`` (``session_ended``, ``token_revoked``,
+  ``token_expired``) and 1008.
 
 Checks are a few attribute reads; the stage has no I/O.
 """
@@ -44,6 +49,14 @@ _QUOTA_EVENTS = frozenset({"response.created", "response.done", "response.output
 _DELTAS = frozenset(t for t in _QUOTA_EVENTS if t.endswith(".delta"))
 
 
+#: why a session was ended from the store -> (error code, message)
+_ENDED = {
+    "session_ended": ("session_ended", "An administrator of the gateway ended this session."),
+    "token_revoked": ("token_revoked", "This gateway token has been revoked; the session ends."),
+    "token_expired": ("token_expired", "This gateway token has expired; the session ends."),
+}
+
+
 def _seconds(v: float) -> str:
     return f"{v:g} s"
 
@@ -51,10 +64,12 @@ def _seconds(v: float) -> str:
 class LimitsStage:
     name = "limits"
 
-    def __init__(self, meter: MeteringStage, limits: TokenLimits, balance) -> None:
+    def __init__(self, meter: MeteringStage, limits: TokenLimits, balance,
+                 grant=None) -> None:
         self.meter = meter
         self.limits = limits
         self.balance = balance          # TokenBalance, or None (not metered)
+        self.grant = grant              # ledger.Grant: its ``end`` ends the session
         self.started = time.monotonic()
         self.last_done = self.started
         self.stopping = False
@@ -115,6 +130,10 @@ class LimitsStage:
     def on_tick(self, now: float, s: Session) -> None:
         if self.stopping:
             return
+        grant = self.grant
+        if grant is not None and grant.end is not None:
+            self._ended(s, grant.end)
+            return
         if self._has_quota() != self._quota_seen:
             self._quota_seen = not self._quota_seen
             s.rechain()
@@ -149,6 +168,11 @@ class LimitsStage:
         self._stop(s, TRY_AGAIN, "insufficient_quota", "insufficient_quota",
                    f"This gateway token has used up its quota (USD {usd_text(quota)}); "
                    "the session ends.", type="insufficient_quota")
+
+    def _ended(self, s: Session, why: str) -> None:
+        self.meter.cancel_inflight(s)
+        code, message = _ENDED.get(why, _ENDED["session_ended"])
+        self._stop(s, POLICY, why, code, message)
 
     def _stop(self, s: Session, close: int, reason: str, code: str, message: str,
               type: str = "invalid_request_error") -> None:
