@@ -4,7 +4,7 @@ keep the two in step (``tests/store`` checks the migrated schema matches)."""
 from __future__ import annotations
 
 from sqlalchemy import (JSON, BigInteger, Boolean, Column, DateTime, Float, Index, Integer,
-                        LargeBinary, MetaData, String, Table, UniqueConstraint)
+                        LargeBinary, MetaData, String, Table, Text, UniqueConstraint)
 
 metadata = MetaData()
 
@@ -126,4 +126,24 @@ client_secrets = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_client_secrets_expires", "expires_at"),
     Index("ix_client_secrets_token", "token_id"),
+)
+
+#: the session log (``log_transcripts``): one row per turn -- ``kind`` user (input
+#: transcription), assistant (transcript or text), tool_call (``name``, arguments
+#: in ``text``), tool_result -- with the response's usage and cost when known;
+#: never audio.  Rows older than ``log_retention_days`` are deleted.
+session_turns = Table(
+    "session_turns", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("session_id", String(64), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("ref", String(200)),                 # item, response or call id
+    Column("name", String(200)),                # a tool call's function name
+    Column("text", Text, nullable=False),
+    Column("usage", JSON),                      # the response's usage, when known
+    Column("cost_nanos", BigInteger),
+    Index("ix_session_turns_session", "session_id", "seq"),
+    Index("ix_session_turns_created", "created_at"),
 )

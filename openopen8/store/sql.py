@@ -19,6 +19,7 @@ from ..datadir import create_private
 from . import schema
 from .base import ChannelRecord, StoreError, TokenLimits, TokenRecord, as_utc, utcnow
 from .ledger_sql import LedgerOps
+from .console_sql import ConsoleOps
 from .secrets_sql import ClientSecretOps
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -83,7 +84,7 @@ def _channel(row: Any) -> ChannelRecord:
                          extra=dict(row.extra or {}), created_at=as_utc(row.created_at))
 
 
-class SqlStore(LedgerOps, ClientSecretOps):
+class SqlStore(LedgerOps, ClientSecretOps, ConsoleOps):
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.sqlite = engine.dialect.name == "sqlite"
