@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     fallback_price: dict[str, float] = Field(default_factory=dict)
     #: bearer secret for the admin API (/admin/*); unset: the admin API refuses everything
     admin_token: SecretStr | None = None
+    #: keep each session's turns (input transcriptions, assistant transcripts and text,
+    #: tool calls and results; never audio) for the console; a token's own
+    #: ``log_transcripts`` overrides this.  Off by default
+    log_transcripts: bool = False
+    #: logged turns older than this many days are deleted (hourly); 0: kept forever
+    log_retention_days: float = Field(default=30.0, ge=0)
     #: how often the ledger's writer wakes for its periodic flush (and retries a failed write)
     ledger_flush_seconds: float = 1.0
     #: a usage row or session end is committed at most this long after it was recorded
