@@ -46,6 +46,8 @@ class Gateway:
     router: Router
     ledger: Ledger
     sessions: set[asyncio.Task] = field(default_factory=set)
+    #: the sessions running on this instance, by id (web/admission.py run; the console reads it)
+    live: dict[str, Any] = field(default_factory=dict)
     admission: list[Admission] = field(default_factory=list)
     #: stage factories, in chain order; see openopen8.pipeline
     extras: dict[str, Any] = field(default_factory=dict)

@@ -183,6 +183,7 @@ async def run(gw: Any, adm: Admitted, client: Any, upstream: Any) -> Any:
                   tick_seconds=gw.settings.tick_seconds, settle_seconds=gw.settings.settle_seconds)
     task = asyncio.ensure_future(relay.run())
     gw.sessions.add(task)
+    gw.live[s.id] = s
     metrics.SESSIONS_ACTIVE.inc()
     try:
         outcome = await asyncio.shield(task)
@@ -190,6 +191,7 @@ async def run(gw: Any, adm: Admitted, client: Any, upstream: Any) -> Any:
         outcome = await task
     finally:
         gw.sessions.discard(task)
+        gw.live.pop(s.id, None)
         metrics.SESSIONS_ACTIVE.dec()
     metrics.session_ended(s, outcome, time.monotonic() - adm.started)
     log.info("session %s closed by %s: code=%s events=%d/%d (lanes %d/%d) bytes=%d/%d", s.id,
