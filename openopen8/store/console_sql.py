@@ -214,3 +214,10 @@ class ConsoleOps:
         async with self.engine.begin() as conn:
             res = await conn.execute(delete(_TURNS).where(_TURNS.c.created_at < before))
         return res.rowcount or 0
+
+    async def tokens_last_used(self) -> dict[int, datetime]:
+        """When each token last opened a session."""
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(_S.c.token_id, func.max(_S.c.opened_at))
+                                       .group_by(_S.c.token_id))).all()
+        return {r[0]: as_utc(r[1]) for r in rows}
