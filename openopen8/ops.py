@@ -251,3 +251,234 @@ async def end_session(store: Any, session_id: str, reason: str = "session_ended"
     session is open."""
     if not await store.request_session_end(session_id, reason):
         raise StoreError(f"no open session {session_id!r}")
+
+
+# ---- the operator's console (admin API and dashboard) --------------------------
+
+async def delete_token(store: Any, name: str) -> None:
+    """Delete a token (and its client secrets); its usage stays in the ledger."""
+    await store.delete_token(name)
+
+
+async def update_channel(store: Any, box: SecretBox, name: str, *, priority: int | None = None,
+                         weight: int | None = None, models: list[str] | None = None,
+                         key: str | None = None, base_url: str | None = None,
+                         deployments: dict[str, str] | None = None,
+                         api_version: str | None = None,
+                         enabled: bool | None = None) -> ChannelRecord:
+    """Change a channel: priority, weight, models, a new key (rotation), its
+    URL, Azure deployments and api-version, enabled.  None: leave as is."""
+    changes: dict[str, Any] = {}
+    if priority is not None:
+        changes["priority"] = priority
+    if weight is not None:
+        if weight < 1:
+            raise StoreError("--weight must be at least 1")
+        changes["weight"] = weight
+    if models is not None:
+        if not models:
+            raise StoreError("a channel needs --models")
+        changes["models"] = models
+    if key is not None:
+        if not key:
+            raise StoreError("--key must not be empty")
+        changes["key_encrypted"] = box.seal(key)
+    if base_url is not None:
+        if not base_url.startswith(("http://", "https://", "ws://", "wss://")):
+            raise StoreError(f"not an http(s) URL: {base_url!r}")
+        changes["base_url"] = base_url
+    if deployments is not None:
+        changes["deployments"] = deployments
+    if api_version is not None:
+        changes["api_version"] = api_version or None
+    if enabled is not None:
+        changes["enabled"] = enabled
+    return await store.update_channel(name, changes)
+
+
+async def test_channel(router: Any, ch: ChannelRecord, model: str | None = None) -> dict[str, Any]:
+    """A real handshake with a channel's upstream: ``ok`` with the first
+    event (``session.created``), or the failure class (unreachable, timeout,
+    auth, rejected, unavailable, protocol) and what was said; ``seconds``
+    it took.  A local channel reports the engine's state instead."""
+    import secrets as _secrets
+    import time as _time
+
+    from .providers.base import ConnectRequest, UpstreamError
+
+    model = model or (ch.models[0] if ch.models else "")
+    if ch.type == "local":
+        state = router.local_state()
+        return {"channel": ch.name, "model": model, "ok": state == "ready",
+                "event": None, "kind": None if state == "ready" else state,
+                "detail": f"local engine {state}", "seconds": 0.0}
+    started = _time.monotonic()
+    result: dict[str, Any] = {"channel": ch.name, "model": model, "ok": False, "event": None,
+                              "kind": None, "detail": ""}
+    try:
+        ep = await router.provider(ch).connect(ConnectRequest(
+            model=model, session_id="test_" + _secrets.token_hex(8)))
+    except UpstreamError as exc:
+        result.update(kind=exc.kind, detail=exc.detail)
+    except ValueError:   # a key this server cannot decrypt
+        result.update(kind="auth", detail="the channel's key cannot be decrypted here")
+    else:
+        try:
+            first = await ep.wait_early(1)
+            result["event"] = first.type if first is not None else None
+            if first is not None and first.type == "session.created":
+                result.update(ok=True, detail="session.created")
+            else:
+                result.update(kind="protocol",
+                              detail=f"first event {result['event']!r}, not session.created")
+        finally:
+            await ep.close(1000)
+    result["seconds"] = round(_time.monotonic() - started, 3)
+    return result
+
+
+def _iso(dt: Any) -> str | None:
+    return dt.isoformat() if dt is not None else None
+
+
+def session_view(r: dict[str, Any]) -> dict[str, Any]:
+    """A sessions row for JSON: times ISO, cost as exact USD."""
+    out = dict(r)
+    for k in ("opened_at", "closed_at"):
+        out[k] = _iso(out.get(k))
+    out["cost_usd"] = _usd_text(out.get("cost_nanos", 0))
+    out["state"] = "open" if out.get("closed_at") is None else "closed"
+    for row in out.get("ledger", ()):
+        row["created_at"] = _iso(row["created_at"])
+        row["cost_usd"] = _usd_text(row["cost_nanos"])
+    for t in out.get("turns", ()):
+        t["created_at"] = _iso(t["created_at"])
+        t["cost_usd"] = _usd_text(t["cost_nanos"])
+    return out
+
+
+def _parse_int(value: Any, name: str, low: int = 0, high: int | None = None) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        n = int(str(value))
+    except ValueError:
+        raise StoreError(f"{name} wants a whole number, got {value!r}") from None
+    if n < low or (high is not None and n > high):
+        raise StoreError(f"{name} must be between {low} and {high}" if high is not None
+                         else f"{name} must be at least {low}")
+    return n
+
+
+SESSION_STATES = ("all", "open", "closed")
+
+
+async def list_sessions(store: Any, *, token: str | None = None, model: str | None = None,
+                        channel: str | None = None, close_code: Any = None,
+                        since: str | None = None, until: str | None = None,
+                        state: str | None = None, limit: Any = 50,
+                        offset: Any = 0) -> dict[str, Any]:
+    """Past (and open) sessions from the store, newest first, with their
+    spend; filtered and paginated."""
+    state = state or "all"
+    if state not in SESSION_STATES:
+        raise StoreError(f"state must be one of {', '.join(SESSION_STATES)} (got {state!r})")
+    lim = _parse_int(limit, "limit", 1, 500) or 50
+    off = _parse_int(offset, "offset", 0) or 0
+    rows, total = await store.list_sessions(
+        token=token or None, model=model or None, channel=channel or None,
+        close_code=_parse_int(close_code, "close_code", 0, 4999),
+        since=parse_when(since), until=parse_when(until, end=True),
+        state=None if state == "all" else state, limit=lim, offset=off)
+    return {"total": total, "limit": lim, "offset": off,
+            "sessions": [session_view(r) for r in rows]}
+
+
+def _meter(s: Any) -> Any:
+    from .stages.metering import MeteringStage
+    for st in getattr(getattr(s, "chain", None), "stages", ()):
+        if isinstance(st, MeteringStage):
+            return st
+    return None
+
+
+async def live_sessions(gw: Any) -> list[dict[str, Any]]:
+    """The sessions running on this instance: token, model, channel, client
+    address, started, events, audio seconds and spend so far (the ledger's
+    rows plus the estimate of what is in flight)."""
+    live = list(gw.live.values())
+    written = await gw.store.session_costs([s.id for s in live])
+    out = []
+    for s in live:
+        meter = _meter(s)
+        row = s.facts.get("row", {})
+        inflight = meter.estimate_nanos() if meter is not None else 0
+        spent = written.get(s.id, 0) + max(inflight, 0)
+        out.append({
+            "id": s.id, "token": getattr(s.token, "name", None), "model": s.model,
+            "channel": getattr(s.channel, "name", None), "client": row.get("client"),
+            "via": row.get("via"),
+            "opened_at": datetime.fromtimestamp(s.opened_at, timezone.utc).isoformat(),
+            "events_in": s.events_in, "events_out": s.events_out,
+            "audio_in_seconds": round(meter.audio_in_seconds, 3) if meter else 0.0,
+            "audio_out_seconds": round(meter.audio_out_seconds, 3) if meter else 0.0,
+            "cost_nanos": spent, "cost_usd": _usd_text(spent), "state": "live"})
+    out.sort(key=lambda r: r["opened_at"], reverse=True)
+    return out
+
+
+async def session_detail(gw: Any, session_id: str) -> dict[str, Any]:
+    found = await gw.store.get_session(session_id)
+    if found is None:
+        raise StoreError(f"no session {session_id!r}")
+    view = session_view(found)
+    live = {r["id"]: r for r in await live_sessions(gw)} if session_id in gw.live else {}
+    if session_id in live:
+        view["live"] = live[session_id]
+        view["state"] = "live"
+    return view
+
+
+async def end_live_session(gw: Any, session_id: str, reason: str = "session_ended") -> str:
+    """End a session: through the store (whichever instance runs it), and at
+    once when it runs on this instance (the same close: error + 1008, usage
+    settled).  Returns where it ran: ``here`` or ``elsewhere``."""
+    await end_session(gw.store, session_id, reason)
+    s = gw.live.get(session_id)
+    grant = s.facts.get("grant") if s is not None else None
+    if grant is not None and grant.end is None:
+        grant.end = reason       # its limits stage ends it on the next tick
+    return "here" if s is not None else "elsewhere"
+
+
+async def overview(gw: Any, days: int = 7) -> dict[str, Any]:
+    """The console's first page: live sessions, today, the last ``days``
+    days (sessions and cost per day) and the channels' state."""
+    today = datetime.now(timezone.utc).date()
+    first = today - timedelta(days=days - 1)
+    daily = await gw.store.daily(datetime.combine(first, time.min, tzinfo=timezone.utc))
+    series = []
+    for i in range(days):
+        d = (first + timedelta(days=i)).isoformat()
+        v = daily.get(d, {"sessions": 0, "cost_nanos": 0})
+        series.append({"day": d, "sessions": v["sessions"], "cost_nanos": v["cost_nanos"],
+                       "cost_usd": _usd_text(v["cost_nanos"])})
+    channels = [channel_view(c) for c in await gw.store.list_channels()]
+    return {"live": await live_sessions(gw), "today": series[-1], "days": series,
+            "channels": channels, "local_engine": gw.router.local_state()
+            if gw.settings.local_engine else "disabled"}
+
+
+def usage_csv(report: dict[str, Any]) -> str:
+    """A usage report as CSV: one line per row and the total."""
+    import csv
+    import io
+
+    cols = ["key", "responses", "transcriptions", *REPORT_TOKENS, "transcription_seconds",
+            "cost_usd", "priced_by_fallback"]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([report["by"] if c == "key" else c for c in cols])
+    for r in [*report["rows"], report["total"]]:
+        w.writerow(["" if r.get(c) is None else r.get(c) for c in cols])
+    return buf.getvalue()
