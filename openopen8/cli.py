@@ -157,6 +157,17 @@ IdleTimeout = Annotated[Optional[str], typer.Option("--idle-timeout", help="End 
 PerMinute = Annotated[Optional[str], typer.Option("--sessions-per-minute", help="New sessions per minute ('none': no limit).")]
 
 
+Origins = Annotated[Optional[str], typer.Option("--origins", help="Comma-separated browser origins (https://app.example.com) its sessions may come from; a page on another origin is refused 403 ('' on update: any).")]
+Instructions = Annotated[Optional[str], typer.Option("--instructions", help="Policy: instructions the upstream always gets (see --instructions-mode).")]
+InstructionsFile = Annotated[Optional[str], typer.Option("--instructions-file", help="Policy: the instructions, read from a file.")]
+InstructionsMode = Annotated[Optional[str], typer.Option("--instructions-mode", help="Policy: 'prefix' (before the client's own, the default) or 'fixed' (the client's are refused).")]
+Voices = Annotated[Optional[str], typer.Option("--voices", help="Policy: comma-separated voices allowed (the first is the default).")]
+MaxOutputTokens = Annotated[Optional[int], typer.Option("--max-output-tokens", help="Policy: output tokens per response, at most.")]
+Tools = Annotated[Optional[str], typer.Option("--tools", help="Policy: 'none', 'any', or a JSON file listing the function tools allowed.")]
+Modalities = Annotated[Optional[str], typer.Option("--modalities", help="Policy: output modalities allowed: audio,text.")]
+TranscriptionModel = Annotated[Optional[str], typer.Option("--transcription-model", help="Policy: the input transcription model sessions use.")]
+
+
 def _limits_text(v: dict[str, Any]) -> str:
     parts = []
     if v["quota_usd"] is not None:
@@ -175,17 +186,29 @@ def tokens_create(name: str,
                   expires: Annotated[Optional[str], typer.Option(help="Last valid day, YYYY-MM-DD (UTC).")] = None,
                   quota_usd: QuotaUsd = None, max_sessions: MaxSessions = None,
                   max_duration: MaxDuration = None, idle_timeout: IdleTimeout = None,
-                  sessions_per_minute: PerMinute = None,
+                  sessions_per_minute: PerMinute = None, origins: Origins = None,
+                  instructions: Instructions = None, instructions_file: InstructionsFile = None,
+                  instructions_mode: InstructionsMode = None, voices: Voices = None,
+                  max_output_tokens: MaxOutputTokens = None, tools: Tools = None,
+                  modalities: Modalities = None, transcription_model: TranscriptionModel = None,
                   as_json: JsonOut = False, data_dir: DataDir = None, database_url: DbUrl = None,
                   config: ConfigFile = None) -> None:
-    """Create a token and print its secret once (alone on the last line)."""
+    """Create a token and print its secret once (alone on the last line).
+
+    The policy options pin what its sessions may do: the upstream never sees
+    a value they forbid, and the client gets an error naming the parameter."""
     settings = _settings(config, data_dir, database_url)
 
     async def go(store: Any, box: SecretBox) -> Any:
         limits = TokenLimits(**ops.parse_limits(
             quota_usd=quota_usd, max_sessions=max_sessions, max_duration=max_duration,
             idle_timeout=idle_timeout, sessions_per_minute=sessions_per_minute))
-        return await ops.create_token(store, name, ops.split_list(models), expires, limits)
+        pol = ops.policy_from_options(instructions=instructions, instructions_file=instructions_file,
+                              instructions_mode=instructions_mode, voices=voices,
+                              max_output_tokens=max_output_tokens, tools=tools,
+                              modalities=modalities, transcription_model=transcription_model)
+        return await ops.create_token(store, name, ops.split_list(models), expires, limits,
+                                      policy=pol, origins=ops.split_list(origins))
 
     new = _run(settings, go)
     if as_json:
@@ -204,15 +227,26 @@ def tokens_update(name: str,
                   expires: Annotated[Optional[str], typer.Option(help="Last valid day, YYYY-MM-DD ('none': never).")] = None,
                   quota_usd: QuotaUsd = None, max_sessions: MaxSessions = None,
                   max_duration: MaxDuration = None, idle_timeout: IdleTimeout = None,
-                  sessions_per_minute: PerMinute = None,
+                  sessions_per_minute: PerMinute = None, origins: Origins = None,
+                  instructions: Instructions = None, instructions_file: InstructionsFile = None,
+                  instructions_mode: InstructionsMode = None, voices: Voices = None,
+                  max_output_tokens: MaxOutputTokens = None, tools: Tools = None,
+                  modalities: Modalities = None, transcription_model: TranscriptionModel = None,
+                  clear_policy: Annotated[bool, typer.Option("--clear-policy", help="Drop the token's policy (then apply the policy options given).")] = False,
                   as_json: JsonOut = False, data_dir: DataDir = None, database_url: DbUrl = None,
                   config: ConfigFile = None) -> None:
-    """Change a token's limits.  New sessions get them at once; running
+    """Change a token's limits, policy or origins.  New sessions get them at once; running
     sessions see a new quota within balance_refresh_seconds and keep the
     duration and idle limits they started with."""
     settings = _settings(config, data_dir, database_url)
     rec = _run(settings, lambda store, box: ops.update_token(
         store, name, None if models is None else ops.split_list(models), expires,
+        policy=ops.policy_from_options(
+            instructions=instructions, instructions_file=instructions_file,
+            instructions_mode=instructions_mode, voices=voices,
+            max_output_tokens=max_output_tokens, tools=tools, modalities=modalities,
+            transcription_model=transcription_model) or None, clear_policy=clear_policy,
+        origins=None if origins is None else ops.split_list(origins),
         quota_usd=quota_usd, max_sessions=max_sessions, max_duration=max_duration,
         idle_timeout=idle_timeout, sessions_per_minute=sessions_per_minute))
     view = ops.token_view(rec)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import calendar
+import json
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from . import policy as policy_rules
 from .auth import display_prefix, hash_secret, new_secret
 from .billing import nanos_of, usd_text
 from .crypto import SecretBox
@@ -68,11 +70,92 @@ class NewToken:
 
 
 async def create_token(store: Any, name: str, models: list[str] | None = None,
-                       expires: str | None = None, limits: TokenLimits | None = None) -> NewToken:
+                       expires: str | None = None, limits: TokenLimits | None = None,
+                       policy: dict[str, Any] | None = None, origins: list[str] | None = None,
+                       log_transcripts: bool | None = None) -> NewToken:
+    """A new token; ``policy`` as :func:`openopen8.policy.normalize` takes it,
+    ``origins`` the browser origins it may be used from (empty: any)."""
+    settings = {"policy": checked_policy(policy), "origins": checked_origins(origins),
+                "log_transcripts": log_transcripts}
     secret = new_secret()
     rec = await store.create_token(name, hash_secret(secret), display_prefix(secret),
-                                   models or [], parse_expiry(expires), limits)
+                                   models or [], parse_expiry(expires), limits, **settings)
     return NewToken(rec, secret)
+
+
+class FieldError(StoreError):
+    """A value an operator gave is unusable; ``field`` names it (``policy.voices``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def checked_policy(raw: dict[str, Any] | None) -> dict[str, Any]:
+    try:
+        return policy_rules.normalize(raw)
+    except policy_rules.PolicyError as exc:
+        raise FieldError(f"policy.{exc.field}", f"policy.{exc.field}: {exc}") from None
+
+
+_ORIGIN = re.compile(r"(https?)://[^/\s?#]+")
+
+
+def checked_origins(origins: list[str] | None) -> list[str]:
+    """Browser origins as a page's ``Origin`` header spells them
+    (``https://app.example.com``, ``http://127.0.0.1:3000``)."""
+    out = []
+    for o in origins or []:
+        o = o.strip().rstrip("/")
+        if not _ORIGIN.fullmatch(o):
+            raise FieldError("origins", f"origins: {o!r} is not an origin (scheme://host[:port], "
+                             "no path), e.g. https://app.example.com")
+        out.append(o)
+    return list(dict.fromkeys(out))
+
+
+def policy_from_options(*, instructions: str | None = None, instructions_file: str | None = None,
+                        instructions_mode: str | None = None, voices: str | None = None,
+                        max_output_tokens: int | None = None, tools: str | None = None,
+                        modalities: str | None = None,
+                        transcription_model: str | None = None) -> dict[str, Any]:
+    """The CLI's policy options as policy fields (unset options left out);
+    ``tools`` is ``none``, ``any`` or a JSON file of function tools (a list,
+    or ``{"tools": [...]}``)."""
+    out: dict[str, Any] = {}
+    if instructions is not None and instructions_file is not None:
+        raise FieldError("policy.instructions", "give --instructions or --instructions-file, "
+                         "not both")
+    if instructions_file is not None:
+        try:
+            with open(instructions_file, encoding="utf-8") as f:
+                instructions = f.read().strip()
+        except OSError as exc:
+            raise FieldError("policy.instructions", f"--instructions-file: {exc.strerror}: "
+                             f"{instructions_file}") from None
+    for key, value in (("instructions", instructions), ("instructions_mode", instructions_mode),
+                       ("max_output_tokens", max_output_tokens),
+                       ("transcription_model", transcription_model)):
+        if value is not None:
+            out[key] = value
+    if voices is not None:
+        out["voices"] = split_list(voices)
+    if modalities is not None:
+        out["modalities"] = split_list(modalities)
+    if tools is not None:
+        if tools.strip().lower() in ("none", "any"):
+            out["tools"] = tools.strip().lower()
+        else:
+            try:
+                with open(tools, encoding="utf-8") as f:
+                    loaded = json.load(f)
+            except OSError as exc:
+                raise FieldError("policy.tools", f"--tools: {exc.strerror}: {tools} (give none, "
+                                 "any, or a JSON file of function tools)") from None
+            except ValueError as exc:
+                raise FieldError("policy.tools", f"--tools {tools}: not JSON ({exc})") from None
+            out["tools"] = loaded.get("tools") if isinstance(loaded, dict) else loaded
+    return out
 
 
 #: limit options as the CLI and admin API take them -> (TokenLimits field, kind)
@@ -119,12 +202,36 @@ def parse_limits(**given: Any) -> dict[str, Any]:
 
 
 async def update_token(store: Any, name: str, models: list[str] | None = None,
-                       expires: str | None = None, **limits: Any) -> TokenRecord:
+                       expires: str | None = None, *, policy: dict[str, Any] | None = None,
+                       clear_policy: bool = False, origins: list[str] | None = None,
+                       log_transcripts: bool | None = None, **limits: Any) -> TokenRecord:
+    """Change a token.  ``policy``: fields merged into its policy (``None`` as
+    a value drops that field; ``clear_policy`` starts from none);
+    ``origins``: the new list (``[]``: any origin)."""
     changes = parse_limits(**limits)
     if models is not None:
         changes["models"] = models
     if expires is not None:
         changes["expires_at"] = None if expires.lower() in _NO_LIMIT else parse_expiry(expires)
+    if policy is not None or clear_policy:
+        current: dict[str, Any] = {}
+        if not clear_policy:
+            found = [t for t in await store.list_tokens() if t.name == name]
+            if not found:
+                raise StoreError(f"no token named {name!r}")
+            current = dict(found[0].policy)
+        for key, value in (policy or {}).items():
+            if value is None:
+                current.pop(key, None)
+                if key == "instructions":
+                    current.pop("instructions_mode", None)
+            else:
+                current[key] = value
+        changes["policy"] = checked_policy(current)
+    if origins is not None:
+        changes["origins"] = checked_origins(origins)
+    if log_transcripts is not None:
+        changes["log_transcripts"] = log_transcripts
     return await store.update_token(name, changes)
 
 
@@ -141,7 +248,8 @@ def token_view(t: TokenRecord) -> dict[str, Any]:
             "created_at": t.created_at.isoformat() if t.created_at else None,
             "quota_usd": _usd_text(lim.quota_nanos), "spent_usd": _usd_text(t.spent_nanos),
             "max_sessions": lim.max_sessions, "max_duration": lim.max_duration,
-            "idle_timeout": lim.idle_timeout, "sessions_per_minute": lim.sessions_per_minute}
+            "idle_timeout": lim.idle_timeout, "sessions_per_minute": lim.sessions_per_minute,
+            "policy": t.policy, "origins": t.origins, "log_transcripts": t.log_transcripts}
 
 
 def parse_when(value: str | None, *, end: bool = False) -> datetime | None:

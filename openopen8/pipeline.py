@@ -1,10 +1,11 @@
 """The stage chain of a session, in client -> upstream order:
 
-    [frames] [dialect: client edge] [audio] [limits] [metering] [dialect: upstream edge]
+    [frames] [dialect: client edge] [policy] [audio] [limits] [metering] [dialect: upstream edge]
 
 GA is the internal dialect: every stage between the two dialect stages sees
 GA events only.  The upstream-edge dialect stage is there only when the
-upstream speaks beta (an Azure preview deployment).  Stages keep per-session
+upstream speaks beta (an Azure preview deployment); the policy stage only for a
+token with a policy.  Stages keep per-session
 state in ``Session.facts``, so one instance of each serves every session.
 """
 
@@ -18,6 +19,7 @@ from .stages.dialect import DialectStage
 from .stages.frames import FrameStage
 from .stages.limits import LimitsStage
 from .stages.metering import MeteringStage
+from .stages.policy import PolicyStage
 
 if TYPE_CHECKING:  # pragma: no cover
     from .gateway import Gateway
@@ -29,7 +31,11 @@ _AUDIO = AudioStage()
 
 
 def build_chain(gw: "Gateway", s: Session) -> Chain:
-    stages: list = [_FRAMES, _DIALECT_CLIENT, _AUDIO]
+    stages: list = [_FRAMES, _DIALECT_CLIENT]
+    policy = getattr(s.token, "policy", None)
+    if policy:      # what the operator pinned for the token, before anything reads the session
+        stages.append(PolicyStage(policy))
+    stages.append(_AUDIO)
     grant = s.facts.get("grant")    # set by Ledger.admit in web/realtime.py
     if grant is not None:
         # metering last before the upstream's edge: it sees what the upstream bills, in

@@ -61,7 +61,7 @@ CONFIGS = [
 ]
 
 _ERROR_CODES = {"invalid_value", "invalid_event", "invalid_json", "parameter_ignored",
-                "insufficient_quota", "max_duration_exceeded", "idle_timeout"}
+                "insufficient_quota", "max_duration_exceeded", "idle_timeout", "policy_violation"}
 
 
 class Sink:
@@ -283,3 +283,15 @@ def test_lone_surrogate_trailing_comma_and_infinity_are_answered_invalid_json():
         (reply,) = s.to_client
         assert orjson.loads(reply.text)["error"]["code"] == "invalid_json"
         s.to_client.clear()
+
+
+FULL_POLICY = {"instructions": "Operator rules.", "instructions_mode": "prefix",
+               "voices": ["marin", "cedar"], "max_output_tokens": 200,
+               "tools": [{"type": "function", "name": "lookup", "parameters": {}}],
+               "modalities": ["text"], "transcription_model": "whisper-1"}
+
+
+@pytest.mark.parametrize("client,upstream,facts", CONFIGS)
+def test_policy_stage(client, upstream, facts):
+    from openopen8.stages.policy import PolicyStage
+    run_stages([PolicyStage(FULL_POLICY)], session(client, upstream, facts), seed=6)
