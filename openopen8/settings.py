@@ -103,6 +103,31 @@ class Settings(BaseSettings):
     auth_failure_limit: int = Field(default=10, ge=0)
     auth_failure_window_seconds: float = Field(default=60.0, gt=0)
 
+    #: browser origins (``https://app.example.com``; ``*``: any) whose pages may call
+    #: /v1/realtime/calls and /v1/realtime/client_secrets (CORS); a token's own
+    #: ``origins`` are allowed as well.  In the environment comma-separated
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: WebRTC calls (/v1/realtime/calls): the addresses ICE host candidates are gathered on
+    #: (comma-separated); unset: ``host`` -- every interface's when that is a wildcard
+    webrtc_host: str | None = None
+    #: the UDP ports a call's media may use (both set: that range; 0: any free port)
+    webrtc_port_min: int = Field(default=0, ge=0, le=65535)
+    webrtc_port_max: int = Field(default=0, ge=0, le=65535)
+    #: STUN/TURN servers the gateway's ICE uses: URLs, or ``{urls, username, credential}``.
+    #: Empty by default: never a public STUN server unless configured
+    webrtc_ice_servers: list[Any] = Field(default_factory=list)
+    #: a call not connected (ICE + DTLS) this long after its answer is ended
+    webrtc_connect_seconds: float = Field(default=30.0, gt=0)
+    #: a call whose microphone sends nothing this long has vanished: ended, usage settled
+    webrtc_idle_seconds: float = Field(default=10.0, gt=0)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origin_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v for v in (part.strip() for part in value.split(",")) if v]
+        return value
+
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _proxy_list(cls, value: Any) -> Any:

@@ -35,6 +35,10 @@ async def realtime(gw, door: FrontDoor, head: Head) -> None:
     if problem is not None:
         _refuse(door, problem, head.query.get("model", ""))
         return
+    if "call_id" in head.query:     # a sideband WebSocket of a WebRTC call (web/calls.py)
+        from .calls import sideband
+        await sideband(gw, door, head)
+        return
     try:
         adm, _, _ = await admission.admit(gw, head.headers, head.query, door.client,
                                           via="websocket", lost=lambda: door.lost)
