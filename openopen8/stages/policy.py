@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import policy as rules
+from ..dialects import param_for
 from ..events import Event, error_event
 from ..relay.stage import Forward, Session
 from .shapes import client_data, client_out, event_id_of, server_data, server_out
@@ -85,7 +86,8 @@ class PolicyStage:
         if where == "session" and voice is not None and isinstance(voice.get("voice"), str):
             s.facts["policy.voice"] = voice["voice"]
         for b in breaches:
-            s.reply(error_event(b.message, code="policy_violation", param=b.param,
+            s.reply(error_event(b.message, code="policy_violation",
+                                param=param_for(s.client_dialect, b.param),
                                 event_id=event_id_of(d)))
         if held == body:
             return ev

@@ -122,12 +122,12 @@ def test_a_client_secrets_session_is_held_and_completed_by_the_policy():
 
 
 @pytest.mark.parametrize("asked,param", [
-    ({"voice": "alloy"}, "session.audio.output.voice"),
-    ({"max_response_output_tokens": "inf"}, "session.max_output_tokens"),
-    ({"modalities": ["audio", "text"]}, "session.output_modalities"),
+    ({"voice": "alloy"}, "session.voice"),
+    ({"max_response_output_tokens": "inf"}, "session.max_response_output_tokens"),
+    ({"modalities": ["audio", "text"]}, "session.modalities"),
     ({"tools": [{"type": "function", "name": "rm"}]}, "session.tools"),
     ({"input_audio_transcription": {"model": "gpt-4o-transcribe"}},
-     "session.audio.input.transcription.model"),
+     "session.input_audio_transcription.model"),
 ])
 def test_beta_clients_are_held_too(asked, param):
     chain, s, _ = chain_for({"voices": ["marin"], "max_output_tokens": 100,
