@@ -33,9 +33,13 @@ def local_engine_state(gw: Gateway) -> str:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Always 200 (the process is alive); ``status`` is ``starting`` while
-    the local models load -- a client connecting then may be told to retry."""
+    """200 while the process serves; ``status`` is ``starting`` while the
+    local models load -- a client connecting then may be told to retry.
+    503 ``draining`` once a signal asked it to stop (see :func:`serve`)."""
     gw = request.app[GATEWAY]
+    if gw.draining:   # a load balancer's health check takes the instance out
+        return web.json_response({"status": "draining", "sessions": len(gw.sessions)},
+                                 status=503)
     local = local_engine_state(gw)
     return web.json_response({"status": "starting" if local == "loading" else "ok",
                               "local_engine": local, "sessions": len(gw.sessions)})
@@ -204,8 +208,35 @@ def raise_mmap_threshold() -> None:
     del block
 
 
+async def drain(srv: Server, signals: asyncio.Queue) -> None:
+    """The first signal: refuse new sessions (503 + Retry-After, /healthz 503
+    ``draining``) and let running ones go on for up to ``drain_seconds``.
+    Returns when none is left (nor any request being admitted), the time is
+    up, or a second signal comes; the caller then closes the rest with 1012
+    (usage settled)."""
+    gw = srv.gw
+    gw.draining = True
+    seconds = gw.settings.drain_seconds
+    log.info("draining: new sessions are refused; %d running session%s may go on for up to "
+             "%g s (a second signal ends them at once)", len(gw.sessions),
+             "" if len(gw.sessions) == 1 else "s", seconds)
+    second = asyncio.ensure_future(signals.get())
+    try:
+        async with asyncio.timeout(seconds):
+            while (busy := gw.sessions | srv._doors) and not second.done():
+                await asyncio.wait([second, *busy], return_when=asyncio.FIRST_COMPLETED)
+    except TimeoutError:
+        pass
+    finally:
+        second.cancel()
+    if gw.sessions:
+        log.info("drain over: closing %d running session%s with 1012", len(gw.sessions),
+                 "" if len(gw.sessions) == 1 else "s")
+
+
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
-    """Run until SIGINT/SIGTERM; running sessions are closed with 1012."""
+    """Run until SIGINT/SIGTERM, then drain (:func:`drain`) and close what
+    still runs with 1012."""
     raise_mmap_threshold()
     raise_descriptor_limit()   # each session holds two descriptors
     keep_log_streams()
@@ -224,11 +255,11 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         else:
             log.warning("no channels configured and the local engine is not installed: add one "
                         "with `openopen8 channels add`")
-    stop = asyncio.Event()
+    signals = asyncio.Queue()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, signals.put_nowait, sig)
         except (NotImplementedError, RuntimeError):  # pragma: no cover
             pass
     # Everything made at startup (SQLAlchemy, pydantic, typer, migrations: ~10^5
@@ -240,7 +271,8 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     if ready is not None:
         ready.set()
     try:
-        await stop.wait()
+        await signals.get()
+        await drain(srv, signals)
     finally:
         log.info("shutting down")
         if warming is not None:

@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     tick_seconds: float = 1.0
     #: after the client is gone, how long to wait for a response in flight to report its usage
     settle_seconds: float = 2.0
+    #: on the first SIGTERM/SIGINT: new Realtime sessions get 503 + Retry-After (a proxy
+    #: retries another instance), running ones go on this long, then get 1012; 0: at once
+    drain_seconds: float = Field(default=30.0, ge=0)
     #: reverse proxies whose ``X-Forwarded-For`` is believed (IPs and CIDRs; in the
     #: environment comma-separated): a request from one is the client's at the
     #: right-most address of the chain that is not a trusted proxy.  Empty: the socket's peer

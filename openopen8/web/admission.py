@@ -86,6 +86,7 @@ async def admit(gw: Any, headers: Mapping[str, str], query: Mapping[str, str], c
     model = query.get("model", "").strip()
     who: Principal | None = None
     try:
+        gw.refuse_if_draining()      # 503 + Retry-After: the proxy tries another instance
         who = await gw.authenticate(headers, query, client)
         check_origin(who, headers.get("Origin"))
         model = who.model_for(model)
