@@ -160,3 +160,31 @@ async def _measure(track: Any, c: RtcClient) -> None:
 def audible_after(levels: list[tuple[float, float]], t: float, floor: float = 200.0) -> float:
     """Milliseconds of audible audio received after time ``t``."""
     return 20.0 * sum(1 for at, rms in levels if at > t and rms > floor)
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+async def _speak_then_hang(http_base: str, token: str, model: str) -> None:
+    """For a test that kills this process: call, speak, print ``speaking`` once
+    the answer is heard, then wait to be killed."""
+    import sys
+    pcm = bytes(48 * 300) + _tone(800) + bytes(48 * 1000)
+    c = await call(http_base, token, model=model, pcm=pcm)
+    if c.status != 201:
+        print("refused", c.status, flush=True)
+        return
+    await c.wait_for("output_audio_buffer.started", 30)
+    sys.stdout.write("speaking " + c.call_id + "\n")
+    sys.stdout.flush()
+    await asyncio.sleep(3600)
+
+
+def _tone(ms: int, hz: float = 440.0, amp: int = 8000) -> bytes:
+    t = np.arange(RATE * ms // 1000) / RATE
+    return (amp * np.sin(2 * np.pi * hz * t)).astype("<i2").tobytes()
+
+
+if __name__ == "__main__":
+    import sys
+    asyncio.run(_speak_then_hang(*sys.argv[1:4]))

@@ -43,6 +43,8 @@ log = logging.getLogger("openopen8.webrtc")
 CORS_PATHS = ("/v1/realtime/calls", "/v1/realtime/client_secrets", "/v1/realtime/sessions")
 CORS_HEADERS = "Authorization, Content-Type, OpenAI-Beta, OpenAI-Organization, OpenAI-Project"
 MAX_SDP = 64 * 1024
+#: the origins of the token a request used (set by the handler, read by :func:`cors`)
+TOKEN_ORIGINS = web.RequestKey("token_origins", set)
 
 
 @dataclass
@@ -127,7 +129,7 @@ async def cors(request: web.Request, handler: Any) -> web.StreamResponse:
     resp = await handler(request)
     if origin:
         allowed = "*" in configured or _origin_of(origin) in configured or \
-            _origin_of(origin) in request.get("token_origins", ())
+            _origin_of(origin) in request.get(TOKEN_ORIGINS, ())
         if allowed:
             resp.headers["Access-Control-Allow-Origin"] = origin
             resp.headers["Access-Control-Expose-Headers"] = "Location"
@@ -145,7 +147,7 @@ def _check_cors(request: web.Request, who: Any) -> None:
     gw = request.app[GATEWAY]
     configured = {_origin_of(o) for o in gw.settings.cors_origins}
     mine = {_origin_of(o) for o in who.token.origins}
-    request["token_origins"] = mine
+    request[TOKEN_ORIGINS] = mine
     if "*" not in configured and _origin_of(origin) not in configured | mine:
         raise ForbiddenError(f"Calls from the origin {admission.quoted(origin)} are not allowed "
                              "(cors_origins, or the token's origins).", code="origin_not_allowed")
