@@ -19,6 +19,7 @@ from .providers.routing import Router
 from .settings import Settings
 from .store.base import TokenRecord
 from .store.sql import SqlStore, open_store
+from .turnlog import TurnLog
 from .web.brake import Brake, Proxies
 
 log = logging.getLogger("openopen8")
@@ -59,12 +60,15 @@ class Gateway:
     admin_brake: Brake = field(init=False)
     #: set by the first SIGTERM/SIGINT (app.serve): new sessions are refused with 503
     draining: bool = False
+    #: the session log's writer and retention cleanup (turnlog.py)
+    turns: TurnLog = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
         self.proxies = Proxies(s.trusted_proxies)
         self.brake = Brake(s.auth_failure_limit, s.auth_failure_window_seconds)
         self.admin_brake = Brake(s.auth_failure_limit, s.auth_failure_window_seconds)
+        self.turns = TurnLog(self.store, retention_days=s.log_retention_days)
 
     @classmethod
     async def start(cls, settings: Settings) -> "Gateway":
@@ -88,8 +92,10 @@ class Gateway:
                             "that stopped without closing them (closed_by=crash)", closed,
                             "s" if closed != 1 else "")
         ledger.start()
-        return cls(settings=settings, store=store, box=box, router=router,
-                   ledger=ledger, instance=instance)
+        gw = cls(settings=settings, store=store, box=box, router=router,
+                 ledger=ledger, instance=instance)
+        gw.turns.start()
+        return gw
 
     def client_address(self, headers, peer: str | None) -> str:
         """The address a request is the client's: the socket's ``peer`` (host),
@@ -158,6 +164,7 @@ class Gateway:
 
     async def close(self) -> None:
         await self.ledger.stop()
+        await self.turns.stop()
         await self.store.close()
         if self.instance is not None:
             self.instance.release()

@@ -211,8 +211,10 @@ PROBE = {"type": "conversation.item.delete", "event_id": "probe", "item_id": "it
 
 
 def production_chain(s: Session, sink: Sink):
-    """The chain ``pipeline.build_chain`` makes for a metered session."""
-    gw = SimpleNamespace(ledger=sink)
+    """The chain ``pipeline.build_chain`` makes for a metered session (its
+    turns logged: the transcript stage is fuzzed too)."""
+    gw = SimpleNamespace(ledger=sink, settings=SimpleNamespace(log_transcripts=True),
+                         turns=SimpleNamespace(add=lambda turns: None))
     s.facts["grant"] = Grant(limits=TokenLimits(idle_timeout=3600.0),
                              balance=TokenBalance(token_id=7, quota_nanos=10**17, spent_nanos=0))
     chain = build_chain(gw, s)  # type: ignore[arg-type]
