@@ -62,7 +62,10 @@ async def test_tokens_crud_with_validation_errors(env):
                        ({"name": "x", "colour": "red"}, "colour"),
                        ({"models": []}, "name"),
                        ({"name": "x", "origins": "https://a"}, "origins"),
-                       ({"name": "x", "expires": "2020-01-01"}, "expires")):
+                       ({"name": "x", "expires": "2020-01-01"}, "expires"),
+                       ({"name": "x", "policy": {"voices": "marin"}}, "policy.voices"),
+                       ({"name": "x", "policy": {"colour": 1}}, "policy.colour"),
+                       ({"name": "x", "origins": ["not an origin"]}, "origins")):
         st, err = await call(http, "POST", "/admin/tokens", bad)
         assert st == 400 and err["error"]["param"] == field, (bad, err)
     st, err = await call(http, "POST", "/admin/tokens", {"name": "alice"})
@@ -75,6 +78,12 @@ async def test_tokens_crud_with_validation_errors(env):
                            "policy": {"instructions": "Be brief."}})
     assert st == 200 and body["quota_usd"] is None and body["max_sessions"] == 5
     assert body["models"] == [] and body["policy"].get("instructions") == "Be brief."
+    st, body = await call(http, "PATCH", "/admin/tokens/alice", {"policy": {"voices": ["marin"]}})
+    assert body["policy"]["voices"] == ["marin"] and body["policy"]["instructions"] == "Be brief."
+    st, body = await call(http, "PATCH", "/admin/tokens/alice", {"clear_policy": True})
+    assert st == 200 and body["policy"] == {}
+    st, err = await call(http, "PATCH", "/admin/tokens/alice", {"policy": {"tools": 5}})
+    assert st == 400 and err["error"]["param"] == "policy.tools"
     st, err = await call(http, "PATCH", "/admin/tokens/alice", {"idle_timeout": 0})
     assert st == 400 and err["error"]["param"] == "idle_timeout"
     st, err = await call(http, "PATCH", "/admin/tokens/nobody", {"max_sessions": 1})

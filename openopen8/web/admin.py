@@ -27,10 +27,9 @@ as the CLI does:
 from __future__ import annotations
 
 import hmac
-import inspect
 import logging
 import re
-from typing import Any, Callable
+from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -64,7 +63,7 @@ def store_error(exc: StoreError, status: int = 400) -> web.Response:
     its message (``--weight``) is the API's field (``weight``)."""
     text = str(exc)
     m = _FLAG.search(text)
-    param = m.group(1).replace("-", "_") if m else None
+    param = getattr(exc, "field", None) or (m.group(1).replace("-", "_") if m else None)
     text = _FLAG.sub(lambda m: m.group(1).replace("-", "_"), text)
     if text.startswith(("no token", "no channel", "no session", "no open session")):
         return _error(404, text, "not_found", param)
@@ -197,18 +196,6 @@ def _settings_of(body: Any) -> dict[str, Any]:
             if k in body.model_fields_set}
 
 
-def _takes(fn: Callable[..., Any], name: str) -> bool:
-    return name in inspect.signature(fn).parameters
-
-
-async def _apply_settings(store: Any, name: str, settings: dict[str, Any]) -> Any:
-    """Token settings through ops when ops validates them (the token
-    policy), else stored as given."""
-    if _takes(ops.update_token, "policy"):
-        return await ops.update_token(store, name, **settings)
-    return await store.update_token(name, settings)
-
-
 async def token_create(request: web.Request) -> web.Response:
     body = await _body(request, TokenCreate)
     if isinstance(body, web.Response):
@@ -217,11 +204,9 @@ async def token_create(request: web.Request) -> web.Response:
     settings = _settings_of(body)
     try:
         limits = TokenLimits(**ops.parse_limits(**body.limits()))
-        direct = {k: v for k, v in settings.items() if _takes(ops.create_token, k)}
         new = await ops.create_token(store, body.name, body.models or [], body.expires, limits,
-                                     **direct)
-        rest = {k: v for k, v in settings.items() if k not in direct}
-        rec = await _apply_settings(store, body.name, rest) if rest else new.record
+                                     **settings)
+        rec = new.record
     except StoreError as exc:
         return store_error(exc)
     return web.json_response({**_token_view(rec), "secret": new.secret}, status=201)
@@ -234,10 +219,9 @@ async def token_update(request: web.Request) -> web.Response:
     store = _gw(request).store
     name = request.match_info["name"]
     try:
-        rec = await ops.update_token(store, name, body.models, body.expires, **body.limits())
-        settings = _settings_of(body)
-        if settings:
-            rec = await _apply_settings(store, name, settings)
+        rec = await ops.update_token(store, name, body.models, body.expires,
+                                     clear_policy=body.clear_policy, **_settings_of(body),
+                                     **body.limits())
     except StoreError as exc:
         return store_error(exc)
     return web.json_response(_token_view(rec, await store.tokens_last_used()))

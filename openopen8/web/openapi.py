@@ -40,7 +40,10 @@ class TokenCreate(_TokenFields):
 
 
 class TokenUpdate(_TokenFields):
-    pass
+    """``policy`` fields are merged into the token's policy (a null value
+    drops that field); ``clear_policy`` starts from none."""
+
+    clear_policy: bool = False
 
 
 class ChannelCreate(_Body):
