@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import ops
+from .policy import describe as describe_policy
 from .billing import PriceTable
 from .crypto import SecretBox, server_secret
 from .settings import Settings, default_data_dir, load_settings
@@ -265,10 +266,12 @@ def tokens_list(as_json: JsonOut = False, data_dir: DataDir = None, database_url
     if as_json:
         print(json.dumps(rows))
         return
-    table = Table("name", "prefix", "models", "expires", "limits", "spent USD", "state")
+    table = Table("name", "prefix", "models", "expires", "limits", "policy", "spent USD", "state")
     for r in rows:
+        pinned = " ".join(filter(None, [describe_policy(r["policy"]),
+                                        "origins:" + ",".join(r["origins"]) if r["origins"] else ""]))
         table.add_row(r["name"], r["prefix"], ", ".join(r["models"]) or "all",
-                      r["expires_at"] or "never", _limits_text(r), r["spent_usd"],
+                      r["expires_at"] or "never", _limits_text(r), pinned or "-", r["spent_usd"],
                       "revoked" if r["revoked"] else "active")
     out.print(table)
 

@@ -8,6 +8,7 @@ PostgreSQL."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 import aiohttp
@@ -60,7 +61,8 @@ async def events_until(ws, wanted: str, timeout: float = 5.0) -> list[dict]:
 
 
 async def test_the_sdk_mints_a_secret_a_browser_connects_with_it_and_the_token_pays(
-        tmp_path, db_url, upstream):
+        tmp_path, db_url, upstream, caplog):
+    caplog.set_level(logging.INFO)
     g = await metered(tmp_path, db_url, upstream)
     try:
         new = await ops.create_token(g.gw.store, "backend", models=["gpt-realtime"])
@@ -107,6 +109,8 @@ async def test_the_sdk_mints_a_secret_a_browser_connects_with_it_and_the_token_p
                                            headers=route.get("headers", {})) as ws:
                     ev = json.loads((await ws.receive(timeout=5)).data)
                     assert ev["type"] == "session.created", route
+        assert "client secret minted: token=backend" in caplog.text
+        assert made.value not in caplog.text and made.value[3:20] not in caplog.text
     finally:
         await g.stop()
 

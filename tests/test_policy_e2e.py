@@ -5,6 +5,7 @@ stand-in OpenAI upstream, and the local engine on its real models."""
 from __future__ import annotations
 
 import json
+import logging
 
 import aiohttp
 import pytest
@@ -31,6 +32,7 @@ async def upstream():
 @pytest.mark.parametrize("dialect", ["ga", "beta"])
 async def test_the_upstream_never_sees_what_the_policy_forbids(tmp_path, upstream, dialect,
                                                                caplog):
+    caplog.set_level(logging.INFO)
     g = await metered(tmp_path, f"sqlite:///{tmp_path / 'oo8.db'}", upstream)
     try:
         new = await ops.create_token(g.gw.store, "kiosk", policy=POLICY)
