@@ -301,3 +301,69 @@ async def test_the_brake_and_the_log_count_the_client_behind_nginx_not_a_forged_
         log = (d.folder / "gw0.log").read_text()
         assert "client=127.0.0.5" in log and "client=127.0.0.6" in log
         assert "203.0.113.9" not in log and "198.51.100" not in log
+
+
+# ---- the drain, on one instance ----------------------------------------------------------
+
+async def test_a_draining_instance_refuses_new_sessions_and_ends_running_ones_after_drain_seconds(
+        tmp_path, pg_url):
+    async with deployment(tmp_path, pg_url, n=1) as d:
+        [gw] = d.instances
+        url = f"ws://127.0.0.1:{gw.port}/v1/realtime"
+        async with aiohttp.ClientSession() as http:
+            ws = await open_session(http, url, d)
+            d.up.script = Script(text="Fine.", audio_deltas=0)
+            gw.signal()
+            async def draining():
+                async with http.get(f"{gw.http}/healthz") as r:
+                    return r.status, await r.json()
+            for _ in range(100):
+                status, body = await draining()
+                if status == 503:
+                    break
+                await asyncio.sleep(0.05)
+            assert (status, body) == (503, {"status": "draining", "sessions": 1})
+            # a new session: 503, Retry-After, an OpenAI-style error
+            async with http.get(f"{url}?model=gpt-realtime", headers={
+                    **d.auth(), "Connection": "Upgrade", "Upgrade": "websocket",
+                    "Sec-WebSocket-Version": "13",
+                    "Sec-WebSocket-Key": base64.b64encode(b"k" * 16).decode()}) as r:
+                assert r.status == 503 and int(r.headers["Retry-After"]) >= 1
+                err = (await r.json(content_type=None))["error"]
+                assert (err["code"], err["type"]) == ("server_draining", "server_error")
+            # the running session goes on meanwhile ...
+            await ws.send_json({"type": "response.create"})
+            while (await ws.receive_json())["type"] != "response.done":
+                pass
+            # ... until drain_seconds: then server_shutting_down and 1012
+            events = [m.json() async for m in ws if m.type == aiohttp.WSMsgType.TEXT]
+            assert [e["error"]["code"] for e in events if e["type"] == "error"] == [
+                "server_shutting_down"]
+            assert ws.close_code == 1012
+        assert await gw.exited(30) == 0
+        [row] = await d.rows("SELECT close_code, closed_by FROM sessions")
+        assert dict(row) == {"close_code": 1012, "closed_by": "shutdown"}
+        assert len(await d.rows("SELECT id FROM ledger")) == 1
+
+
+async def test_a_second_signal_ends_the_drain_at_once(tmp_path, pg_url):
+    async with deployment(tmp_path, pg_url, n=1) as d:
+        [gw] = d.instances
+        gw.env["OPENOPEN8_DRAIN_SECONDS"] = "600"     # only the second signal can end it
+        await gw.stop()
+        await gw.start()
+        async with aiohttp.ClientSession() as http:
+            ws = await open_session(http, f"ws://127.0.0.1:{gw.port}/v1/realtime", d)
+            gw.signal()
+            async with asyncio.timeout(20):
+                while True:
+                    async with http.get(f"{gw.http}/healthz") as r:
+                        if r.status == 503:
+                            break
+                    await asyncio.sleep(0.05)
+            gw.signal()
+            msg = await asyncio.wait_for(ws.receive(), 20)
+            assert msg.json()["error"]["code"] == "server_shutting_down"
+            await asyncio.wait_for(ws.receive(), 20)
+            assert ws.close_code == 1012
+        assert await gw.exited(30) == 0

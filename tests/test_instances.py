@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import subprocess
+import sys
 from datetime import timedelta
 
 import aiohttp
@@ -81,7 +83,7 @@ async def read_until_closed(ws) -> list[dict]:
     return events
 
 
-@pytest.mark.parametrize("how", ["end_session", "revoke", "expire"])
+@pytest.mark.parametrize("how", ["end_session", "cli", "revoke", "expire"])
 async def test_a_session_ended_from_another_instance_ends_with_its_usage_settled(
         tmp_path, pg_url, how):
     async with StandIn(ping_interval=0) as up:
@@ -104,6 +106,13 @@ async def test_a_session_ended_from_another_instance_ends_with_its_usage_settled
                 if how == "end_session":       # from instance B's side of the database
                     await ops.end_session(b.gw.store, sid)
                     code = "session_ended"
+                elif how == "cli":             # `openopen8 sessions end ID`, another process
+                    done = await asyncio.to_thread(subprocess.run, [
+                        sys.executable, "-m", "openopen8.cli", "sessions", "end", sid,
+                        "--database-url", pg_url, "--data-dir", str(tmp_path / "cli")],
+                        capture_output=True, text=True, timeout=60)
+                    assert done.returncode == 0, done.stderr
+                    code = "session_ended"
                 elif how == "revoke":
                     await b.gw.store.revoke_token(name)
                     code = "token_revoked"
@@ -122,9 +131,9 @@ async def test_a_session_ended_from_another_instance_ends_with_its_usage_settled
                         again = await http.ws_connect(f"{g.url}?model=gpt-realtime",
                                                       headers={"Authorization": f"Bearer {secret}"})
                     except aiohttp.WSServerHandshakeError as exc:
-                        assert how != "end_session" and exc.status == 401
+                        assert code != "session_ended" and exc.status == 401
                     else:
-                        assert how == "end_session"
+                        assert code == "session_ended"
                         await again.close()
 
             async def settled():
@@ -132,7 +141,7 @@ async def test_a_session_ended_from_another_instance_ends_with_its_usage_settled
                 return rows[0]["closed_at"] is not None and rows
             [row] = await eventually(settled)
             assert row["close_code"] == 1008 and row["closed_by"] == "gateway"
-            assert row["end_requested"] == ("session_ended" if how == "end_session" else None)
+            assert row["end_requested"] == ("session_ended" if code == "session_ended" else None)
             # the cancelled response was billed: its response.done is in the ledger
             done = [e for e in up.sessions[0].sent if e["type"] == "response.done"]
             assert [d["response"]["status"] for d in done] == ["cancelled"]
