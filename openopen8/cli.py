@@ -216,8 +216,11 @@ def tokens_create(name: str,
         print(json.dumps({**ops.token_view(new.record), "secret": new.secret}))
         return
     view = ops.token_view(new.record)
+    pinned = describe_policy(view["policy"])
     print(f"Created token {name!r} (models: {', '.join(view['models']) or 'all'}; "
-          f"expires: {view['expires_at'] or 'never'}; {_limits_text(view)}).")
+          f"expires: {view['expires_at'] or 'never'}; {_limits_text(view)}"
+          + (f"; policy: {pinned}" if pinned else "")
+          + (f"; origins: {', '.join(view['origins'])}" if view["origins"] else "") + ").")
     print("Copy the secret now; it is stored only as a hash and cannot be shown again:")
     print(new.secret)
 
