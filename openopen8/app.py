@@ -14,7 +14,7 @@ from aiohttp import web
 from .gateway import Gateway
 from .metrics import metrics_handler
 from .settings import Settings
-from .web import admin, calls, models, secrets
+from .web import admin, calls, dashboard, models, secrets
 from .web.admin import GATEWAY
 from .web.front import FrontDoor
 from .web.listen import create_server, raise_descriptor_limit
@@ -70,6 +70,7 @@ def create_app(gw: Gateway) -> web.Application:
     models.add_routes(app)
     secrets.add_routes(app)
     calls.add_routes(app)       # WebRTC: /v1/realtime/calls (+ CORS)
+    dashboard.add_routes(app)   # the operator's console: /dashboard (a client of ops)
     return app
 
 

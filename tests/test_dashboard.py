@@ -1,0 +1,114 @@
+"""The console's login and its guards, over real HTTP: the login form
+(wrong tokens refused and braked), an HttpOnly SameSite=Strict cookie, the
+CSRF token required on every change (the admin API with the cookie, logout,
+the playground's secret), pages never holding the admin token, and the
+assets shipped in the package."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import aiohttp
+
+from openopen8.web import dashboard
+from tests.conftest import start_gateway
+
+ADMIN = "adm-dash-secret-1"
+
+
+async def login(http: aiohttp.ClientSession, token: str = ADMIN) -> aiohttp.ClientResponse:
+    return await http.post("/dashboard/login", data={"admin_token": token},
+                           allow_redirects=False)
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'<meta name="csrf-token" content="([^"]+)"', html).group(1)
+
+
+async def test_login_cookie_csrf_and_logout(tmp_path):
+    g = await start_gateway(tmp_path, admin_token=ADMIN)
+    try:
+        jar = aiohttp.CookieJar(unsafe=True)
+        async with aiohttp.ClientSession(g.http, cookie_jar=jar) as http:
+            async with http.get("/dashboard/tokens", allow_redirects=False) as r:
+                assert r.status == 303 and r.headers["Location"] == "/dashboard/login"
+            async with http.get("/dashboard/login") as r:
+                assert r.status == 200 and 'name="admin_token"' in await r.text()
+            r = await login(http, "wrong")
+            assert r.status == 401 and "not the admin token" in await r.text()
+            assert not list(jar)
+            r = await login(http)
+            assert r.status == 303 and r.headers["Location"] == "/dashboard/"
+            cookie = r.headers["Set-Cookie"]
+            assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+            assert ADMIN not in cookie
+            pages = {}
+            for path in ("/dashboard/", "/dashboard/tokens", "/dashboard/channels",
+                         "/dashboard/usage", "/dashboard/sessions", "/dashboard/playground"):
+                async with http.get(path) as r:
+                    assert r.status == 200, path
+                    pages[path] = await r.text()
+                    assert ADMIN not in pages[path]          # never in a page
+                    assert "script-src 'self'" in r.headers["Content-Security-Policy"]
+            csrf = csrf_of(pages["/dashboard/tokens"])
+            # the admin API with the cookie: reads need nothing more, changes need the CSRF token
+            async with http.get("/admin/tokens") as r:
+                assert r.status == 200
+            async with http.post("/admin/tokens", json={"name": "x"}) as r:
+                assert r.status == 403 and (await r.json())["error"]["code"] == "csrf_failed"
+            async with http.post("/admin/tokens", json={"name": "x"},
+                                 headers={"X-CSRF-Token": "forged"}) as r:
+                assert r.status == 403
+            async with http.post("/admin/tokens", json={"name": "x"},
+                                 headers={"X-CSRF-Token": csrf}) as r:
+                assert r.status == 201
+            async with http.post("/dashboard/playground/secret", json={"token": "x"}) as r:
+                assert r.status == 403
+            # logout needs the CSRF token too; then the cookie is worth nothing
+            stolen = {c.key: c.value for c in jar}
+            async with http.post("/dashboard/logout", data={"csrf": "forged"},
+                                 allow_redirects=False) as r:
+                assert r.status == 303
+        async with aiohttp.ClientSession(g.http, cookies=stolen) as other:
+            async with other.get("/admin/tokens") as r:
+                assert r.status == 200       # a forged logout did not log it out
+        async with aiohttp.ClientSession(g.http, cookies=stolen) as http:
+            async with http.post("/dashboard/logout", data={"csrf": csrf},
+                                 allow_redirects=False) as r:
+                assert r.status == 303
+        async with aiohttp.ClientSession(g.http, cookies=stolen) as other:
+            async with other.get("/admin/tokens") as r:
+                assert r.status == 401
+            async with other.get("/dashboard/", allow_redirects=False) as r:
+                assert r.status == 303
+    finally:
+        await g.stop()
+
+
+async def test_login_without_admin_token_configured_and_the_brake(tmp_path):
+    g = await start_gateway(tmp_path, admin_token=None, auth_failure_limit=3)
+    try:
+        async with aiohttp.ClientSession(g.http) as http:
+            r = await login(http, "anything")
+            assert r.status == 401 and "admin API is disabled" in await r.text()
+    finally:
+        await g.stop()
+    g = await start_gateway(tmp_path / "b", admin_token=ADMIN, auth_failure_limit=3)
+    try:
+        async with aiohttp.ClientSession(g.http) as http:
+            statuses = [(await login(http, f"guess{i}")).status for i in range(5)]
+            assert statuses[:3] == [401] * 3 and statuses[3:] == [429, 429]
+            assert (await login(http)).status == 429     # braked before comparing
+    finally:
+        await g.stop()
+
+
+def test_assets_ship_in_the_package():
+    here = Path(dashboard.__file__).parent
+    for name in ("templates/layout.html", "templates/login.html", "static/app.css",
+                 "static/app.js", "static/theme.js", "static/playground.js",
+                 "static/pcm-worklet.js"):
+        assert (here / name).is_file(), name
+    pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text()
+    assert '"openopen8.web.dashboard" = ["templates/*", "static/*"]' in pyproject
