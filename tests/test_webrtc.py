@@ -267,3 +267,27 @@ async def test_hangup_ends_the_call_and_a_client_secret_may_call(g, upstream):
         await c.close()
     s = await upstream.session()
     assert s.received[0]["session"]["instructions"] == "Be brief."   # the secret's session
+
+
+async def test_a_call_that_never_connects_is_ended_by_the_watchdog(tmp_path, upstream):
+    from tests.conftest import start_gateway
+    g = await start_gateway(tmp_path, **FAST, webrtc_connect_seconds=0.5)
+    try:
+        await g.channel("standin", upstream.base_url, [MODEL])
+        token = await g.token()
+        pc = rtckit.new_peer([])
+        pc.createDataChannel("oai-events")
+        rtckit.restrict_ice(pc, ["127.0.0.1"])
+        await pc.setLocalDescription(await pc.createOffer())
+        async with aiohttp.ClientSession() as http:      # answered, but never connected
+            async with http.post(f"{g.http}/v1/realtime/calls?model={MODEL}",
+                                 data=pc.localDescription.sdp,
+                                 headers={"Authorization": f"Bearer {token}",
+                                          "Content-Type": "application/sdp"}) as r:
+                assert r.status == 201
+        await pc.close()
+        [row] = await eventually(lambda: closed_sessions(g), timeout=10)
+        assert row["via"] == "webrtc" and row["close_code"] == 1006
+        assert not g.gw.__dict__["_webrtc_calls"]
+    finally:
+        await g.stop()

@@ -194,6 +194,17 @@ class _Player:
         self.current: tuple[str, str, int] | None = None   # (response, item, content) last played
         self.cut: set[str] = set()               # responses interrupted: later deltas dropped
 
+    def forget(self, keep: int = 16) -> None:
+        """Only the last items' bookkeeping is needed (a long call has many)."""
+        for d in (self.played,):
+            while len(d) > keep:
+                del d[next(iter(d))]
+        if len(self.done_items) > 4 * keep:
+            live = {seg[1] for seg in self.queue} | set(self.played)
+            self.done_items &= live
+        if len(self.cut) > keep:
+            self.cut.clear()    # their late deltas have long arrived
+
     def busy(self) -> bool:
         """Is the assistant being heard (or about to be)?"""
         return self.playing is not None or self.queued > 0
@@ -290,10 +301,15 @@ class RtcEndpoint:
         self._last_in = time.monotonic()
         self._mic = False
         self.connected = asyncio.get_running_loop().create_future()
-        pc.addTrack(self.track)
         pc.on("datachannel", self._on_datachannel)
         pc.on("track", self._on_track)
         pc.on("connectionstatechange", self._on_state)
+
+    def offer_set(self) -> None:
+        """The offer is set: the gateway's voice goes on its audio
+        transceiver (none in a data-channel-only call: events only)."""
+        if any(t.kind == "audio" for t in self.pc.getTransceivers()):
+            self.pc.addTrack(self.track)
 
     # ------------------------------------------------------------ browser side
 
@@ -496,6 +512,7 @@ class RtcEndpoint:
             return
         if t == "response.output_audio.done":
             p.done_items.add(ev.data.get("item_id"))
+            p.forget()
         elif t == "response.created":
             rid = (ev.data.get("response") or {}).get("id")
             if rid:
@@ -553,6 +570,12 @@ class RtcEndpoint:
         for t in self._tasks:
             t.cancel()
         self.track.stop()
+        dc = self._dc
+        if dc is not None and dc.readyState == "open":   # the last events (an error) go first
+            for _ in range(50):
+                if not dc.bufferedAmount:
+                    break
+                await asyncio.sleep(0.02)
         for sb in tuple(self.sidebands):
             await sb.close(code if code != 1006 else 1000, reason)
         self.sidebands.clear()

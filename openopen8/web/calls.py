@@ -231,6 +231,8 @@ async def create_call(request: web.Request) -> web.StreamResponse:
         exc.who, exc.model = who, adm.session.model    # type: ignore[attr-defined]
         return _refused(request, client, exc)
     s = adm.session
+    s.client_dialect = "ga"                  # OpenAI's WebRTC interface is GA only
+    s.facts["dialect_source"] = "header"     # (not guessed from a first session.update)
     for ev in s.facts.get("preamble") or ():     # a secret's session: Opus on the wire, PCM inside
         rtc.strip_formats_event(ev)
     try:
@@ -253,6 +255,7 @@ async def create_call(request: web.Request) -> web.StreamResponse:
                              idle_seconds=st.webrtc_idle_seconds, first=first)
         from aiortc import RTCSessionDescription
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        ep.offer_set()
         hosts = [h.strip() for h in (st.webrtc_host or st.host).split(",") if h.strip()]
         hosts = [h for h in hosts if h not in ("0.0.0.0", "::", "*")]
         rtc.restrict_ice(pc, hosts, st.webrtc_port_min, st.webrtc_port_max)
