@@ -1,19 +1,35 @@
-"""Local engine latency: end of speech → first audio delta, on the real models.
+"""The local engine as a user hears it: a voice benchmark on the real models.
 
-Utterances are synthesized at run time with the engine's Piper voice, then
-streamed into a fresh session at real-time pace in 20 ms appends with server
-VAD, while a reader timestamps the server events.  Printed:
+Spoken turns are synthesized at run time (espeak-ng en-us at 160 wpm and
+en-gb at 140 wpm by default; ``--voices`` adds Piper), then streamed into
+engine sessions at real-time pace in 20 ms appends, followed by silence for
+as long as the engine takes (a microphone keeps sending), while a reader
+timestamps the server events.  Sections (``--sections``, all by default):
 
-* end of speech → first ``response.output_audio.delta`` (median, p90), from
-  the true end of speech in the audio and from ``speech_stopped`` (the VAD's
-  end-of-turn, ``silence_duration_ms`` later);
-* where the time after ``speech_stopped`` goes: waiting for STT, LLM first
-  token, first clause through TTS;
-* real-time factors of STT and TTS, and LLM tokens per second, measured on
-  the same utterances in isolation.
+* ``turns``: 20 factual questions per voice -- end of speech → first reply
+  audio (median, p90; the true end of speech in the audio, not
+  ``speech_stopped``), input transcription WER, replies containing the key
+  word, reply audio length, replies cut by the token cap, replies with
+  something a voice should not say (URLs, markdown, list markers);
+* ``context``: three 6-turn conversations that start "My name is X." and end
+  "What is my name?"; a recall counts when the last reply says X;
+* ``eot``: semantic turn-taking only -- an unfinished sentence followed by a
+  pause must not end the turn (false ends counted);
+* ``concurrency``: N sessions whose questions end at the same moment, for
+  each N of ``--sessions`` (median / p90 first audio);
+* ``bargein``: speech during a reply → ``speech_started`` → cancelled
+  ``response.done``;
+* ``intelligibility``: the reply audio transcribed back (whisper base) against
+  its transcript.
 
-Run:  PYTHONPATH=. python bench/local_latency.py [--runs 12] [--stt whisper-base]
-                  [--sessions 2] [--silence-ms 200] [--no-speculation]
+Every figure is printed with the machine's load average: 2 cores are
+shared, so compare configurations within one run.
+
+Run:  PYTHONPATH=. python bench/local_latency.py [--stt whisper-base]
+        [--turn-detection semantic_vad --eagerness auto | --silence-ms 400]
+        [--sections turns,context,concurrency,bargein,intelligibility]
+        [--voices en-us:160,en-gb:140,piper:1.0] [--sessions 1,2,3,4] [--quick]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -21,166 +37,487 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import json
 import os
+import re
 import statistics
 import sys
 import time
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from openopen8.engine.backends.base import LlmRequest  # noqa: E402
-from openopen8.engine.codec import resample  # noqa: E402
 from openopen8.engine.config import EngineConfig  # noqa: E402
 from openopen8.engine.runtime import get_engine  # noqa: E402
 from openopen8.events import Event  # noqa: E402
 
-UTTERANCES = [
-    "What is the capital of France?",
-    "How many legs does a spider have?",
-    "Can you tell me a good name for a cat?",
-    "What color is the sky on a clear day?",
-    "Please give me a tip for sleeping better.",
-    "What is two plus two?",
+#: (question, key words: a reply containing any of them is right)
+QUESTIONS: list[tuple[str, tuple[str, ...]]] = [
+    ("What is the capital of France?", ("paris",)),
+    ("How many legs does a spider have?", ("eight", "8")),
+    ("What color is the sky on a clear day?", ("blue",)),
+    ("What is two plus two?", ("four", "4")),
+    ("How many days are there in a week?", ("seven", "7")),
+    ("What is the opposite of hot?", ("cold",)),
+    ("Which animal says moo?", ("cow",)),
+    ("What is the largest planet in our solar system?", ("jupiter",)),
+    ("What do bees make?", ("honey",)),
+    ("How many hours are in a day?", ("24", "twenty-four", "twenty four")),
+    ("What do you call frozen water?", ("ice",)),
+    ("Which planet do we live on?", ("earth",)),
+    ("What is the capital of Japan?", ("tokyo",)),
+    ("What color is a ripe banana?", ("yellow",)),
+    ("How many months are in a year?", ("twelve", "12")),
+    ("What language do people speak in Spain?", ("spanish",)),
+    ("Who wrote Romeo and Juliet?", ("shakespeare",)),
+    ("At what temperature does water boil in Celsius?", ("100", "hundred")),
+    ("What is the capital of Italy?", ("rome",)),
+    ("What is the tallest animal in the world?", ("giraffe",)),
 ]
-LEAD_MS = 400
+#: everyday requests that invite lists, links and long answers (form only)
+OPEN_REQUESTS = [
+    "Can you recommend a good website for the news?",
+    "How do I make pancakes?",
+    "Tell me about the internet.",
+    "Please give me a tip for sleeping better.",
+]
+CONVERSATIONS = [
+    ("Sam", ["My name is Sam.", "What is the capital of France?",
+             "How many legs does a spider have?", "What color is the sky?",
+             "Can you name a fruit?", "What is my name?"]),
+    ("Maria", ["Hi, I am Maria.", "What is two plus two?", "Which animal says moo?",
+               "What do bees make?", "What is the opposite of hot?", "Do you remember my name?"]),
+    ("David", ["Hello, my name is David.", "What is the capital of Japan?",
+               "How many days are in a week?", "What do you call frozen water?",
+               "Which planet do we live on?", "What is my name?"]),
+]
+#: unfinished sentences: the speaker pauses mid-thought, then goes on
+UNFINISHED = [
+    ("What is the capital of", "France?"),
+    ("How many legs does a", "spider have?"),
+    ("I would like to know", "what color the sky is."),
+    ("Can you tell me the", "time in Tokyo?"),
+    ("My favourite fruit is the", "banana."),
+    ("What is the largest", "planet?"),
+]
+BARGE = "Wait, stop please."
+LEAD_MS = 300
 CHUNK_MS = 20
+MID_PAUSE_MS = 700
+_URL = re.compile(r"https?://|www\.|\.(com|org|net|io)\b", re.I)
+_FORM = re.compile(r"[*#`_]|^\s*(\d+[.)]|[-•])\s", re.M)
 
+
+# ------------------------------------------------------------------ helpers
 
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
+    if not xs:
+        return float("nan")
     k = (len(xs) - 1) * p
     lo, hi = int(k), min(int(k) + 1, len(xs) - 1)
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
-async def one_turn(engine, pcm24k: bytes, tail_ms: int) -> dict[str, float] | None:
-    ep = await engine.open_session("", "openopen8-local")
-    seen: dict[str, float] = {}
-    done = asyncio.Event()
+_NUM = {"0": "zero", "1": "one", "2": "two", "3": "three", "4": "four", "5": "five",
+        "6": "six", "7": "seven", "8": "eight", "9": "nine", "10": "ten", "12": "twelve",
+        "24": "twenty four", "100": "one hundred"}
 
-    async def reader() -> None:
+
+def words(text: str) -> list[str]:
+    t = text.lower().replace("-", " ").replace("'", "")
+    t = re.sub(r"[^a-z0-9 ]", " ", t)
+    out: list[str] = []
+    for w in t.split():
+        out += _NUM.get(w, w).split()
+    return out
+
+
+def wer_counts(ref: str, hyp: str) -> tuple[int, int]:
+    """(edit distance in words, reference words)."""
+    r, h = words(ref), words(hyp)
+    d = list(range(len(h) + 1))
+    for i in range(1, len(r) + 1):
+        prev, d[0] = d[0], i
+        for j in range(1, len(h) + 1):
+            cur = min(d[j] + 1, d[j - 1] + 1, prev + (r[i - 1] != h[j - 1]))
+            prev, d[j] = d[j], cur
+    return d[len(h)], len(r)
+
+
+def has_key(reply: str, keys: tuple[str, ...]) -> bool:
+    low = " " + reply.lower().replace("-", " ") + " "
+    return any(re.search(r"\b" + re.escape(k.replace("-", " ")) + r"\b", low) for k in keys)
+
+
+class Voices:
+    """espeak-ng voices at a rate (``en-us:160``) and Piper (``piper:1.0`` =
+    length scale), all 24 kHz int16."""
+
+    def __init__(self, engine) -> None:
+        from openopen8.engine.backends.tts import EspeakTts
+        self.espeak = EspeakTts()
+        self.espeak.load()
+        self.piper = engine.backends.tts if engine.cfg.tts == "piper" else None
+        self._cache: dict[tuple[str, str], np.ndarray] = {}
+
+    def say(self, voice: str, text: str) -> np.ndarray:
+        key = (voice, text)
+        if key not in self._cache:
+            name, _, arg = voice.partition(":")
+            if name == "piper" and self.piper is not None:
+                from piper.config import SynthesisConfig
+                p = self.piper
+                old = p.syn
+                p.syn = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0,
+                                        length_scale=float(arg or 1.0))
+                try:
+                    pcm = p._run(text)
+                finally:
+                    p.syn = old
+            else:
+                lib = self.espeak._lib
+                lib.espeak_SetVoiceByName(name.encode())
+                lib.espeak_SetParameter(1, int(arg or 160), 0)
+                pcm = self.espeak._run(text)
+            self._cache[key] = pcm.astype(np.int16)
+        return self._cache[key]
+
+
+def pcm_bytes(*parts: np.ndarray | int) -> bytes:
+    """Clips and silences (ints: milliseconds) joined, 24 kHz pcm16 bytes."""
+    out = []
+    for p in parts:
+        out.append(np.zeros(24 * p, dtype=np.int16) if isinstance(p, int) else p)
+    return np.concatenate(out).astype("<i2").tobytes()
+
+
+class Talker:
+    """One session: streams audio in real time, then silence until told to stop."""
+
+    def __init__(self, ep) -> None:
+        self.ep = ep
+        self.events: list[tuple[float, dict[str, Any]]] = []
+        self.done = asyncio.Event()
+        self.n_done = 0
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
         while True:
-            ev = await ep.recv()
+            ev = await self.ep.recv()
             if ev is None:
                 return
-            seen.setdefault(ev.type, time.monotonic())
-            if ev.type == "response.done":
-                done.set()
+            d = ev.data
+            self.events.append((time.monotonic(), d))
+            if d["type"] == "response.done":
+                self.n_done += 1
+                self.done.set()
 
-    rd = asyncio.ensure_future(reader())
-    audio = bytes(48 * LEAD_MS) + pcm24k + bytes(48 * tail_ms)
-    step = 48 * CHUNK_MS
-    t0 = time.monotonic()
-    for i, off in enumerate(range(0, len(audio), step)):
-        await ep.send(Event.from_data({"type": "input_audio_buffer.append",
-                                       "audio": base64.b64encode(audio[off:off + step]).decode()}))
-        delay = t0 + (i + 1) * CHUNK_MS / 1000 - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-    try:
-        await asyncio.wait_for(done.wait(), 30)
-    except asyncio.TimeoutError:
-        pass
-    resp = ep.session.finished[-1] if ep.session.finished else None
-    early = ep.stats["adopted"]
-    await ep.close()
-    rd.cancel()
-    if resp is None or "response.output_audio.delta" not in seen:
-        return None
-    t_eos = t0 + (LEAD_MS + len(pcm24k) / 48) / 1000
-    tm = resp.timings
-    stop = tm.get("speech_stopped", tm["created"])
-    return {
-        "eos_to_audio": seen["response.output_audio.delta"] - t_eos,
-        "stop_to_audio": seen["response.output_audio.delta"]
-        - seen["input_audio_buffer.speech_stopped"],
-        "stt_wait": tm["context_ready"] - stop,
-        "head_start": stop - tm["pipeline_start"],
-        "llm_first": tm["llm_first"] - tm["pipeline_start"],
-        "tts_first": tm["tts_first"] - tm["llm_first"],
-        "early": float(early),
-        "reply": resp.text,
-    }
+    async def send(self, d: dict[str, Any]) -> None:
+        await self.ep.send(Event.from_data(d))
+
+    async def stream(self, audio: bytes, t0: float | None = None) -> float:
+        """Append ``audio`` at real-time pace from ``t0``; returns ``t0``."""
+        step = 48 * CHUNK_MS
+        t0 = time.monotonic() if t0 is None else t0
+        for i, off in enumerate(range(0, len(audio), step)):
+            await self.send({"type": "input_audio_buffer.append",
+                             "audio": base64.b64encode(audio[off:off + step]).decode()})
+            delay = t0 + (i + 1) * CHUNK_MS / 1000 - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        return t0
+
+    async def silence_until_done(self, n_done: int, cap_s: float = 20.0) -> None:
+        """A live microphone: silence until the n-th response.done (or the cap)."""
+        t0 = time.monotonic()
+        i = 0
+        chunk = base64.b64encode(bytes(48 * CHUNK_MS)).decode()
+        while self.n_done < n_done and time.monotonic() - t0 < cap_s:
+            await self.send({"type": "input_audio_buffer.append", "audio": chunk})
+            i += 1
+            delay = t0 + i * CHUNK_MS / 1000 - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    def first(self, type_: str, after: float = 0.0) -> tuple[float, dict[str, Any]] | None:
+        return next(((t, d) for t, d in self.events if d["type"] == type_ and t >= after), None)
+
+    def all(self, type_: str) -> list[dict[str, Any]]:
+        return [d for _, d in self.events if d["type"] == type_]
+
+    async def close(self) -> None:
+        await self.ep.close()
+        self._reader.cancel()
 
 
-async def isolated(engine, clips: list[np.ndarray]) -> dict[str, float]:
-    b = engine.backends
-    stt_rtf, tts_rtf, tok_s = [], [], []
-    for text, pcm in zip(UTTERANCES, clips):
-        a16 = resample(pcm, 24000, 16000)
-        t = time.perf_counter()
-        await b.stt.transcribe(a16)
-        stt_rtf.append((time.perf_counter() - t) / (a16.size / 16000))
-        t = time.perf_counter()
-        out = await b.tts.synthesize("Sure. " + text)
-        tts_rtf.append((time.perf_counter() - t) / max(out.size / 24000, 1e-3))
-        req = LlmRequest(messages=[{"role": "system", "content": engine.cfg.instructions},
-                                   {"role": "user", "content": text}], max_tokens=60)
-        stream = b.llm.stream(req)
-        n, t, first = 0, time.perf_counter(), None
-        async for _ in stream:
-            first = first or time.perf_counter()
-            n += 1
-        if first and n > 1:
-            tok_s.append((n - 1) / max(time.perf_counter() - first, 1e-6))
-    return {"stt_rtf": statistics.median(stt_rtf), "tts_rtf": statistics.median(tts_rtf),
-            "llm_tok_s": statistics.median(tok_s) if tok_s else float("nan")}
+async def open_talker(engine, td: dict[str, Any]) -> Talker:
+    ep = await engine.open_session("", "openopen8-local")
+    t = Talker(ep)
+    await t.send({"type": "session.update", "session": {"type": "realtime", "audio": {
+        "input": {"transcription": {"model": "whisper-1"}, "turn_detection": td}}}})
+    return t
+
+
+async def spoken_turn(t: Talker, clip: np.ndarray, n: int,
+                      t0: float | None = None) -> dict[str, Any]:
+    """Speak ``clip``; wait for the n-th response of the session.  Times are
+    from the true end of speech (end of the clip, minus the 20 ms of silence
+    the synthesizer's trim keeps)."""
+    start_ev = len(t.events)
+    t0 = await t.stream(pcm_bytes(LEAD_MS, clip), t0)
+    t_eos = t0 + (LEAD_MS + clip.size / 24 - 20) / 1000
+    await t.silence_until_done(n)
+    evs = t.events[start_ev:]
+    first_audio = next((ts for ts, d in evs if d["type"] == "response.output_audio.delta"), None)
+    stopped = next((ts for ts, d in evs if d["type"] ==
+                    "input_audio_buffer.speech_stopped"), None)
+    heard = " ".join(d["transcript"] for _, d in evs if d["type"] ==
+                     "conversation.item.input_audio_transcription.completed")
+    done = next((d for _, d in evs if d["type"] == "response.done"), None)
+    reply, audio_s, status = "", 0.0, None
+    if done is not None:
+        r = done["response"]
+        status = r["status"]
+        for item in r["output"]:
+            for c in item.get("content") or []:
+                reply += c.get("transcript") or c.get("text") or ""
+    audio_s = sum(len(base64.b64decode(d["delta"])) for _, d in evs
+                  if d["type"] == "response.output_audio.delta") / 48000
+    return {"eos_to_audio": first_audio - t_eos if first_audio else None,
+            "eos_to_stopped": stopped - t_eos if stopped else None,
+            "heard": heard, "reply": reply, "status": status, "audio_s": audio_s,
+            "n_stops": sum(1 for _, d in evs if d["type"] ==
+                           "input_audio_buffer.speech_stopped")}
+
+
+def load() -> str:
+    return f"load {os.getloadavg()[0]:.1f}"
+
+
+def line(label: str, xs: list[float]) -> str:
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return f"{label:44s} (none)"
+    return (f"{label:44s} median {statistics.median(xs):.2f} s  p90 {pct(xs, 0.9):.2f} s"
+            f"  (n={len(xs)})")
+
+
+# ----------------------------------------------------------------- sections
+
+async def section_turns(engine, voices: Voices, names: list[str], td, qs, report) -> None:
+    rows = []
+    for v in names:
+        for q, keys in qs:
+            t = await open_talker(engine, td)
+            r = await spoken_turn(t, voices.say(v, q), 1)
+            await t.close()
+            r.update(voice=v, q=q, key=has_key(r["reply"], keys))
+            rows.append(r)
+    for q in OPEN_REQUESTS:
+        t = await open_talker(engine, td)
+        r = await spoken_turn(t, voices.say(names[0], q), 1)
+        await t.close()
+        r.update(voice=names[0], q=q, key=None)
+        rows.append(r)
+    factual = [r for r in rows if r["key"] is not None]
+    report["turns"] = rows
+    print(f"-- turns ({load()}): {len(factual)} factual + {len(OPEN_REQUESTS)} open requests")
+    print(line("end of speech → first audio", [r["eos_to_audio"] for r in rows]))
+    print(line("end of speech → speech_stopped", [r["eos_to_stopped"] for r in rows]))
+    for v in names:
+        e = n = 0
+        for r in factual:
+            if r["voice"] == v:
+                de, dn = wer_counts(r["q"], r["heard"])
+                e, n = e + de, n + dn
+        print(f"input WER {v:12s} {e / max(n, 1):6.1%}")
+    e = n = 0
+    for r in factual:
+        de, dn = wer_counts(r["q"], r["heard"])
+        e, n = e + de, n + dn
+    exact = [r for r in factual if wer_counts(r["q"], r["heard"])[0] == 0]
+    print(f"input WER all          {e / max(n, 1):6.1%}")
+    print(f"key word in reply      {sum(r['key'] for r in factual)}/{len(factual)}"
+          f"  ({sum(r['key'] for r in exact)}/{len(exact)} when heard exactly)")
+    print(line("reply audio length", [r["audio_s"] for r in rows]).replace(" s ", " s "))
+    print(f"status incomplete      {sum(r['status'] == 'incomplete' for r in rows)}/{len(rows)}")
+    bad = [r for r in rows if _URL.search(r["reply"]) or _FORM.search(r["reply"])]
+    print(f"URL/markdown/list      {len(bad)}/{len(rows)}")
+    cut = [r for r in rows if r["reply"].strip() and r["reply"].strip()[-1] not in ".!?"]
+    print(f"reply not ending a sentence {len(cut)}/{len(rows)}")
+    for r in rows[:: max(1, len(rows) // 8)]:
+        print(f"   [{r['voice']}] heard {r['heard']!r} → {r['reply'][:110]!r}")
+
+
+async def section_context(engine, voices: Voices, voice: str, td, report) -> None:
+    hits = 0
+    out = []
+    for name, script in CONVERSATIONS:
+        t = await open_talker(engine, td)
+        replies, lat = [], []
+        for i, text in enumerate(script):
+            r = await spoken_turn(t, voices.say(voice, text), i + 1)
+            replies.append(r["reply"])
+            lat.append(r["eos_to_audio"])
+            await asyncio.sleep(0.3)
+        await t.close()
+        ok = name.lower() in replies[-1].lower()
+        hits += ok
+        out.append({"name": name, "replies": replies, "latency": lat, "recalled": ok})
+        print(f"   {name}: turn 1 {replies[0][:70]!r} ... last {replies[-1][:70]!r} "
+              f"latency by turn {[round(x, 2) if x else None for x in lat]}")
+    report["context"] = out
+    print(f"-- context ({load()}): recalled the name {hits}/{len(CONVERSATIONS)}")
+
+
+async def section_eot(engine, voices: Voices, voice: str, td, report) -> None:
+    false_ends, lat = 0, []
+    for head, tail in UNFINISHED:
+        t = await open_talker(engine, td)
+        first = voices.say(voice, head)
+        await t.stream(pcm_bytes(LEAD_MS, first, MID_PAUSE_MS, voices.say(voice, tail), 2500))
+        resume_ms = LEAD_MS + first.size / 24 + MID_PAUSE_MS
+        stops = [d["audio_end_ms"] for d in t.all("input_audio_buffer.speech_stopped")]
+        false_ends += any(ms < resume_ms for ms in stops)
+        lat += [max(stops) - resume_ms] if stops else []
+        await t.close()
+    report["eot_false_ends"] = false_ends
+    print(f"-- unfinished sentences with a {MID_PAUSE_MS} ms pause ({load()}): "
+          f"turn ended mid-sentence {false_ends}/{len(UNFINISHED)}")
+    report["eot"] = {"false_ends": false_ends}
+
+
+async def section_concurrency(engine, voices: Voices, voice: str, td, counts, qs,
+                              report) -> None:
+    out = {}
+    for n in counts:
+        firsts = []
+        for rnd in range(max(2, 8 // n)):
+            talkers = [await open_talker(engine, td) for _ in range(n)]
+            clips = [voices.say(voice, qs[(rnd * n + k) % len(qs)][0]) for k in range(n)]
+            longest = max(c.size for c in clips)
+            t0 = time.monotonic() + 0.05
+            # pad in front so that every question ends at the same moment
+            rs = await asyncio.gather(*(
+                spoken_turn(tk, np.concatenate([np.zeros(longest - c.size, np.int16), c]), 1,
+                            t0) for tk, c in zip(talkers, clips)))
+            for tk in talkers:
+                await tk.close()
+            firsts += [r["eos_to_audio"] for r in rs if r["eos_to_audio"] is not None]
+        out[n] = firsts
+        print(line(f"{n} concurrent: end of speech → first audio ({load()})", firsts))
+    report["concurrency"] = out
+
+
+async def section_bargein(engine, voices: Voices, voice: str, td, qs, report) -> None:
+    to_start, to_done = [], []
+    for q, _ in qs[:4]:
+        t = await open_talker(engine, td)
+        t0 = await t.stream(pcm_bytes(LEAD_MS, voices.say(voice, q)))
+        while not t.first("response.output_audio.delta"):
+            await t.stream(pcm_bytes(CHUNK_MS))
+            if time.monotonic() - t0 > 15:
+                break
+        await t.stream(pcm_bytes(400))
+        barge = voices.say(voice, BARGE)
+        t_speak = time.monotonic()
+        await t.stream(pcm_bytes(barge, 600))
+        st = t.first("input_audio_buffer.speech_started", t_speak)
+        dn = next(((ts, d) for ts, d in t.events if ts >= t_speak
+                   and d["type"] == "response.done"
+                   and d["response"]["status"] == "cancelled"), None)
+        if st:
+            to_start.append(st[0] - t_speak)
+        if dn:
+            to_done.append(dn[0] - t_speak)
+        await t.close()
+    report["bargein"] = {"speech_started": to_start, "cancelled": to_done}
+    print(f"-- barge-in ({load()})")
+    print(line("speech → speech_started", to_start))
+    print(line("speech → cancelled response.done", to_done))
+
+
+async def section_intelligibility(engine, report) -> None:
+    from openopen8.engine.backends.stt import WhisperStt
+    from openopen8.engine.codec import resample
+    base = WhisperStt("base", engine.cfg.cache_dir, 2)
+    base.load()
+    e = n = 0
+    for r in report.get("turns", [])[:20]:
+        if not r["reply"].strip():
+            continue
+        pcm = await engine.backends.tts.synthesize(r["reply"])
+        tr = await base.transcribe(resample(pcm, 24000, 16000))
+        de, dn = wer_counts(r["reply"], tr.text)
+        e, n = e + de, n + dn
+    report["reply_wer"] = e / max(n, 1)
+    print(f"-- reply audio intelligibility (whisper base on the TTS output): "
+          f"WER {e / max(n, 1):.1%} over {n} words")
 
 
 async def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=12)
-    ap.add_argument("--stt", default="whisper-tiny.en")
-    ap.add_argument("--sessions", type=int, default=1, help="concurrent sessions per run")
+    ap.add_argument("--stt", default=EngineConfig().stt)
+    ap.add_argument("--turn-detection", default="server_vad",
+                    choices=("server_vad", "semantic_vad"))
+    ap.add_argument("--eagerness", default="auto")
+    ap.add_argument("--silence-ms", type=int, default=EngineConfig().silence_duration_ms)
+    ap.add_argument("--voices", default="en-us:160,en-gb:140")
+    ap.add_argument("--sections", default="turns,context,eot,concurrency,bargein,"
+                                          "intelligibility")
+    ap.add_argument("--sessions", default="1,2,3,4")
+    ap.add_argument("--quick", action="store_true", help="8 questions per voice")
     ap.add_argument("--no-speculation", action="store_true")
-    ap.add_argument("--silence-ms", type=int, default=EngineConfig().silence_duration_ms,
-                    help="server VAD silence_duration_ms")
+    ap.add_argument("--json", help="write every figure here")
+    ap.add_argument("--set", action="append", default=[],
+                    help="engine setting key=value (json value), repeatable")
     args = ap.parse_args()
-    cfg = EngineConfig(stt=args.stt, speculative_stt_ms=0 if args.no_speculation else 120,
-                       silence_duration_ms=args.silence_ms)
+    extra = {}
+    for kv in args.set:
+        k, _, v = kv.partition("=")
+        try:
+            extra[k] = json.loads(v)
+        except ValueError:
+            extra[k] = v
+    cfg = EngineConfig.from_mapping({"stt": args.stt, **extra, **(
+        {"speculative_stt_ms": 0} if args.no_speculation else {})})
+    td: dict[str, Any] = ({"type": "semantic_vad", "eagerness": args.eagerness}
+                          if args.turn_detection == "semantic_vad" else
+                          {"type": "server_vad", "silence_duration_ms": args.silence_ms})
     engine = get_engine(cfg)
     t = time.perf_counter()
     engine.load_sync()
-    load_s = time.perf_counter() - t
-    tts = engine.backends.tts
-    clips = [await tts.synthesize(u) for u in UTTERANCES]
-    load_before = os.getloadavg()[0]
-    results = []
-    for i in range(args.runs):
-        batch = await asyncio.gather(*(
-            one_turn(engine, clips[(i + k) % len(clips)].astype("<i2").tobytes(),
-                     cfg.silence_duration_ms + 800) for k in range(args.sessions)))
-        results += [r for r in batch if r]
-    iso = await isolated(engine, clips)
-    load_after = os.getloadavg()[0]
-    print(f"local engine latency: stt={cfg.stt} llm={cfg.llm} tts={cfg.tts} "
-          f"vad={cfg.vad} silence_duration_ms={cfg.silence_duration_ms} "
-          f"speculative_stt_ms={cfg.speculative_stt_ms} sessions={args.sessions}")
-    print(f"cold load {load_s:.1f} s; {len(results)}/{args.runs * args.sessions} turns with "
-          f"audio; machine load average {load_before:.1f} → {load_after:.1f} on "
-          f"{os.cpu_count()} cores")
-    print(f"turns whose response work started at the pause (speculative): "
-          f"{sum(r['early'] for r in results):.0f}/{len(results)}")
-    for key, label in (("eos_to_audio", "end of speech → first audio delta"),
-                       ("stop_to_audio", "speech_stopped  → first audio delta"),
-                       ("stt_wait", "  STT still running at speech_stopped"),
-                       ("head_start", "  LLM+TTS started before speech_stopped"),
-                       ("llm_first", "  LLM first token (from its start)"),
-                       ("tts_first", "  first clause + TTS (after 1st token)")):
-        xs = [r[key] for r in results]
-        if xs:
-            print(f"{label:38s} median {statistics.median(xs):.3f} s   p90 {pct(xs, 0.9):.3f} s")
-    if results:
-        work = [r["stt_wait"] + r["llm_first"] + r["tts_first"] for r in results]
-        for key in ("stt_wait", "llm_first", "tts_first"):
-            share = statistics.median([r[key] / w for r, w in zip(results, work) if w > 0])
-            print(f"  share of the model work (STT wait + LLM + TTS): {key:9s} {share:5.0%}")
-    print(f"STT real-time factor {iso['stt_rtf']:.3f}; TTS real-time factor "
-          f"{iso['tts_rtf']:.3f}; LLM {iso['llm_tok_s']:.0f} tokens/s")
-    for r in results[:3]:
-        print("  reply:", r["reply"][:100])
+    print(f"local engine voice benchmark: stt={cfg.stt} llm={cfg.llm} tts={cfg.tts} "
+          f"vad={cfg.vad} turn_detection={td} {extra or ''}")
+    print(f"cold load {time.perf_counter() - t:.1f} s; {os.cpu_count()} cores; {load()}; "
+          f"uptime: {os.popen('uptime').read().strip()}")
+    voices = Voices(engine)
+    names = args.voices.split(",")
+    qs = QUESTIONS[:8] if args.quick else QUESTIONS
+    report: dict[str, Any] = {"config": {"stt": cfg.stt, "td": td, "extra": extra}}
+    sections = args.sections.split(",")
+    t_all = time.perf_counter()
+    if "turns" in sections:
+        await section_turns(engine, voices, names, td, qs, report)
+    if "context" in sections:
+        await section_context(engine, voices, names[0], td, report)
+    if "eot" in sections:
+        await section_eot(engine, voices, names[0], td, report)
+    if "concurrency" in sections:
+        await section_concurrency(engine, voices, names[0], td,
+                                  [int(x) for x in args.sessions.split(",")], qs, report)
+    if "bargein" in sections:
+        await section_bargein(engine, voices, names[0], td, qs, report)
+    if "intelligibility" in sections:
+        await section_intelligibility(engine, report)
+    print(f"({time.perf_counter() - t_all:.0f} s; {load()}; "
+          f"uptime: {os.popen('uptime').read().strip()})")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1, default=str)
 
 
 if __name__ == "__main__":

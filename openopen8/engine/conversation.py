@@ -275,10 +275,12 @@ class History:
 
 
 def build_history(items: list[Item], instructions: str, budget_tokens: int,
-                  count: Callable[[str], int]) -> History:
+                  count: Callable[[str], int],
+                  examples: list[dict[str, Any]] | None = None) -> History:
     """Chat messages for ``items``, newest first until ``budget_tokens``.
 
-    The instructions always stay.  A history that starts with an assistant
+    The instructions (and the persona's ``examples`` after them, outside the
+    budget: a constant prefix that stays in llama.cpp's KV cache) always stay.  A history that starts with an assistant
     or tool message is trimmed to start at a user message, so small models
     do not see a reply without its question.
     """
@@ -298,6 +300,7 @@ def build_history(items: list[Item], instructions: str, budget_tokens: int,
         picked.pop(0)
     hist = History(messages=[{"role": "system", "content": instructions}] if instructions
                    else [])
+    hist.messages += [dict(m) for m in examples or ()]
     texts = []
     for item, msg in picked:
         hist.messages.append(msg)

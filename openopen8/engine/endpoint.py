@@ -154,7 +154,7 @@ class LocalEndpoint:
             self._spec.clear()
             self._drop_pre()
             if e.pcm16k is not None and e.pcm16k.size >= 1600:
-                task = asyncio.ensure_future(self._speculate(e.pcm16k))
+                task = asyncio.ensure_future(self._speculate(e))
                 self.stats["speculations"] += 1
                 task.add_done_callback(_consume)
                 self._spec[e.item_id] = task
@@ -165,17 +165,38 @@ class LocalEndpoint:
             self._vad_todo.clear()
             self.session.vad_reset_position()
 
-    async def _speculate(self, pcm16k: Any) -> Any:
+    async def _speculate(self, e: Speculate) -> Any:
         """Transcribe the paused turn, then start its response's model work,
-        unseen until the turn ends (and dropped if it does not)."""
-        tr = await self.b.stt.transcribe(pcm16k)
+        unseen until the turn ends (and dropped if it does not).  For
+        semantic_vad, first judge whether the words are a complete turn (on
+        the LLM's worker, before the reply: its tokens are the reply prompt's
+        prefix) and tell the session, which may end the turn now."""
+        tr = await self.b.stt.transcribe(e.pcm16k)
+        p_end = None
+        if e.judge and tr.text.strip():
+            p_end = await self._end_of_turn(tr.text)
         preview = self.session.preview_request(tr.text)
         if preview is not None and not self._closed:
             req, audio, voice = preview
             self._drop_pre()
-            self._pre = Pipeline(self.b, req, audio, voice if isinstance(voice, str) else None)
+            self._pre = Pipeline(self.b, req, audio, voice if isinstance(voice, str) else None,
+                                 self.cfg.max_reply_sentences)
             self.stats["pipelines_started_early"] += 1
+        if p_end is not None and not self._closed:
+            self.call(self.session.turn_hint, e.item_id, e.at_ms, p_end, tr.text)
         return tr
+
+    async def _end_of_turn(self, text: str) -> float:
+        """P(the user's turn is complete) by the LLM when it can tell (llama.cpp),
+        else 1 for a question mark and 0 otherwise (the session then goes by
+        the punctuation)."""
+        judge = getattr(self.b.llm, "end_of_turn", None)
+        if judge is not None:
+            try:
+                return float(await judge(self.session.turn_messages(text)))
+            except Exception:  # noqa: BLE001 - judged by punctuation instead
+                log.exception("local engine end-of-turn scoring failed")
+        return 1.0 if text.strip().endswith("?") else 0.0
 
     def _drop_pre(self) -> None:
         pre, self._pre = self._pre, None

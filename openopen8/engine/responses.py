@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from .backends.base import TTS_RATE, Backends, LlmRequest, ToolCall
 from .codec import OutputEncoder
-from .text import ClauseChunker, align, clean_for_speech
+from .text import (ClauseChunker, SpeechText, align, ends_sentence, last_sentence_end,
+                   sentence_ends, sentence_limit)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .endpoint import LocalEndpoint
@@ -38,13 +39,40 @@ def same_request(a: LlmRequest, b: LlmRequest) -> bool:
             and a.max_tokens == b.max_tokens and a.temperature == b.temperature)
 
 
+def _whole_words(text: str) -> str:
+    """A reply cut off by the token cap before its first sentence ended: its
+    whole words (the last one may be cut), ended as a sentence."""
+    text = text.strip()
+    if ends_sentence(text):
+        return text
+    text = text.rsplit(" ", 1)[0] if " " in text else ""
+    text = text.rstrip(" ,;:-")
+    return text + "." if text else ""
+
+
+def last_user_text(req: LlmRequest) -> str:
+    for m in reversed(req.messages):
+        if m.get("role") == "user":
+            return str(m.get("content") or "")
+    return ""
+
+
 class Pipeline:
+    """The model work of one response.
+
+    Replies end at a sentence: when the LLM stops at its token cap
+    (``finish_reason`` "length"), the unfinished sentence after the last
+    sentence end is not said (or shown); a spoken reply also stops after
+    ``max_sentences`` sentences (see :func:`~.text.sentence_limit`), which
+    ends the response normally."""
+
     def __init__(self, backends: Backends, req: LlmRequest, audio: bool,
-                 voice: str | None) -> None:
+                 voice: str | None, max_sentences: int = 0) -> None:
         self.b = backends
         self.req = req
         self.audio = audio
         self.voice = voice
+        self.max_sentences = sentence_limit(last_user_text(req), max_sentences) if audio else 0
         self.out: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue(maxsize=16)
         #: monotonic times: start, llm_first (first token), tts_first (first clause audio)
         self.times: dict[str, float] = {"pipeline_start": time.monotonic()}
@@ -62,12 +90,7 @@ class Pipeline:
             if self.audio:
                 await self._speak()
             else:
-                async for chunk in self.stream:
-                    self.times.setdefault("llm_first", time.monotonic())
-                    if chunk.tool_call is not None:
-                        await self.out.put(("tool", chunk.tool_call))
-                    elif chunk.text:
-                        await self.out.put(("text", chunk.text))
+                await self._write()
             await self.out.put(("end",))
         except asyncio.CancelledError:
             raise
@@ -76,20 +99,66 @@ class Pipeline:
         finally:
             await self.stream.aclose()
 
+    async def _write(self) -> None:
+        """Text output: streamed as it comes, except the words after the last
+        sentence end, held until the next one (so a cut-off drops them)."""
+        held, wrote = "", False
+        async for chunk in self.stream:
+            self.times.setdefault("llm_first", time.monotonic())
+            if chunk.tool_call is not None:
+                await self.out.put(("tool", chunk.tool_call))
+            elif chunk.text:
+                held += chunk.text
+                cut = last_sentence_end(held)
+                if cut:
+                    await self.out.put(("text", held[:cut]))
+                    held, wrote = held[cut:], True
+        if not held:
+            return
+        if self.stats.finish_reason != "length":
+            await self.out.put(("text", held))
+        elif not wrote:
+            await self.out.put(("text", _whole_words(held)))
+
     async def _speak(self) -> None:
         clauses: asyncio.Queue[str | None] = asyncio.Queue(maxsize=8)
         calls: list[ToolCall] = []
 
         async def produce() -> None:
             chunker = ClauseChunker()
+            speech = SpeechText()
+            said = 0                       # clauses sent to TTS
+            sentences = 0
+            limit = self.max_sentences
             async for chunk in self.stream:
                 self.times.setdefault("llm_first", time.monotonic())
                 if chunk.tool_call is not None:
                     calls.append(chunk.tool_call)
                     continue
-                for clause in chunker.push(clean_for_speech(chunk.text)):
+                for clause in chunker.push(speech.push(chunk.text)):
+                    ends = sentence_ends(clause)
+                    if limit and sentences + len(ends) >= limit:
+                        clause = clause[:ends[limit - sentences - 1]]
                     await clauses.put(clause)
-            for clause in chunker.flush():
+                    said += 1
+                    sentences += len(ends)
+                    if limit and sentences >= limit:
+                        # enough for a voice: stop the LLM, and let it finish
+                        # (its token count) before the response ends
+                        await self.stream.aclose()
+                        async for _ in self.stream:
+                            pass
+                        await clauses.put(None)
+                        return
+            tail = chunker.push(speech.flush()) + chunker.flush()
+            if self.stats.finish_reason == "length" and tail:
+                # cut off by the token cap: the unfinished sentence is not said
+                keep = max((i + 1 for i, c in enumerate(tail) if ends_sentence(c)), default=0)
+                if keep or said:
+                    tail = tail[:keep]
+                else:            # nothing at all yet: the whole words, as a sentence
+                    tail = [t for t in [_whole_words(" ".join(tail))] if t]
+            for clause in tail:
                 await clauses.put(clause)
             await clauses.put(None)
 
@@ -141,7 +210,8 @@ class ResponseRunner:
             req = s.llm_request(self.resp)
             voice = self.resp.params["voice"]
             pipe = ep.adopt_pipeline(req, self.resp.audio_out) or Pipeline(
-                self.b, req, self.resp.audio_out, voice if isinstance(voice, str) else None)
+                self.b, req, self.resp.audio_out, voice if isinstance(voice, str) else None,
+                ep.cfg.max_reply_sentences)
             self.resp.stats = pipe.stats
             await self._emit(pipe)
             ep.call(s.resp_finish, rid)

@@ -28,7 +28,7 @@ from ..events import new_event_id
 from .backends.base import LlmRequest, LlmStats
 from .codec import (AudioDecodeError, InputDecoder, b64decode, b64encode, bytes_per_ms,
                     format_rate, resample, wire_to_pcm)
-from .config import EngineConfig
+from .config import EngineConfig, voice_examples
 from .conversation import Conversation, History, Item, build_history, item_from_client, new_id
 from .sessionconfig import ProtocolError, apply_session_update, default_session, response_params
 from .turns import TurnDetector, TurnEvent
@@ -67,9 +67,42 @@ class Transcribe:
 
 @dataclass
 class Speculate:
-    """Transcribe the turn so far (speech paused); ``pcm16k`` None drops it."""
+    """Transcribe the turn so far (speech paused); ``pcm16k`` None drops it.
+    With ``judge`` (semantic_vad), also judge whether the words are a complete
+    turn and answer with :meth:`EngineSession.turn_hint` (pause at ``at_ms``)."""
     item_id: str
     pcm16k: np.ndarray | None
+    at_ms: int = 0
+    judge: bool = False
+
+
+#: semantic_vad by eagerness: (end-of-turn probability that counts as
+#: complete, then the silence in ms that ends the turn when the words are
+#: complete / end like a sentence / are unfinished).  OpenAI documents waits
+#: of up to 8 s (low) / 4 s / 2 s (high); a voice assistant on a small model
+#: would feel slow with those, so the longest waits here are shorter.
+SEMANTIC = {
+    "high": (0.05, 100, 300, 600),
+    "auto": (0.1, 150, 500, 1000),
+    "medium": (0.1, 150, 500, 1000),
+    "low": (0.2, 300, 800, 1800),
+}
+#: words a finished sentence rarely ends on
+_OPEN_WORDS = frozenset(
+    "a an the of to and or but in on at for with from by about as is are was were be "
+    "my your his her their our its this that these those what which who how when where "
+    "if than so because like very some any i you we they he she it um uh".split())
+
+
+def sounds_final(text: str) -> bool:
+    """The transcript ends like a sentence: final punctuation after a word
+    that can end one (Whisper punctuates a cut-off phrase too, but rarely
+    after "the" or "of")."""
+    t = text.strip()
+    if not t or t[-1] not in ".!?" or t.endswith("..."):
+        return False
+    words = t.rstrip(".!?").split()
+    return bool(words) and words[-1].lower().strip(",;:\"'") not in _OPEN_WORDS
 
 
 @dataclass
@@ -133,6 +166,8 @@ class EngineSession:
         self.turns = TurnDetector(td["threshold"], td["prefix_padding_ms"],
                                   td["silence_duration_ms"],
                                   pause_ms=cfg.speculative_stt_ms or None)
+        #: semantic_vad decisions, for benchmarks: (probability, wait_ms)
+        self.turn_hints: list[tuple[float, int]] = []
         self._decoder = InputDecoder(self._in_fmt())
         self._raw = bytearray()          # the input buffer, as wire bytes
         self._buf_start_ms = 0.0
@@ -205,9 +240,12 @@ class EngineSession:
             if td is not None and td["type"] == "server_vad":
                 self.turns.configure(td["threshold"], td["prefix_padding_ms"],
                                      td["silence_duration_ms"])
-            elif td is not None:     # semantic_vad: a patient server_vad
-                wait = {"low": 1500, "medium": 800, "high": 400, "auto": 800}[td["eagerness"]]
-                self.turns.configure(self.cfg.vad_threshold, self.cfg.prefix_padding_ms, wait)
+                self.turns.pause_ms = self.cfg.speculative_stt_ms or None
+            elif td is not None:
+                # semantic_vad: the longest wait, until the words are judged
+                self.turns.configure(self.cfg.vad_threshold, self.cfg.prefix_padding_ms,
+                                     SEMANTIC[td["eagerness"]][3])
+                self.turns.pause_ms = self.cfg.semantic_pause_ms
             if td is not None and td_old is None:
                 self.effects.append(ResetVad())
         self._emit({"type": "session.updated", "session": copy.deepcopy(new)})
@@ -334,7 +372,35 @@ class EngineSession:
             elif self._pending_user_id is not None:
                 pcm = self._peek(self._speech_start_ms, ev.audio_ms) if ev.kind == "pause" \
                     else None
-                self.effects.append(Speculate(self._pending_user_id, pcm))
+                self.effects.append(Speculate(self._pending_user_id, pcm, ev.audio_ms,
+                                              self._td()["type"] == "semantic_vad"))
+
+    def turn_hint(self, item_id: str, at_ms: int, p_end: float, transcript: str) -> None:
+        """semantic_vad: the words of the turn in progress, up to the pause at
+        ``at_ms``, were judged complete with probability ``p_end``.  Sets how
+        long this pause must last to end the turn (ends it now if it already
+        has).  Stale hints (speech came back, another turn) are ignored."""
+        td = self._td()
+        if (td is None or td["type"] != "semantic_vad" or item_id != self._pending_user_id
+                or self.turns.pause_at != at_ms):
+            return
+        thr, short, mid, long = SEMANTIC[td["eagerness"]]
+        wait = short if p_end >= thr else mid if sounds_final(transcript) else long
+        self.turn_hints.append((p_end, wait))
+        del self.turn_hints[:-32]
+        ev = self.turns.end_after(wait)
+        if ev is not None:
+            self._speech_stopped(ev)
+
+    def turn_messages(self, transcript: str) -> list[dict[str, Any]]:
+        """The chat the LLM would see if the turn in progress ended now with
+        ``transcript`` (for judging whether it has)."""
+        user = Item("preview", {"type": "message", "role": "user",
+                                "content": [{"type": "input_audio", "transcript": None}]},
+                    stt_text=transcript)
+        p = response_params(self.session, None)
+        req, _ = self._request_for(self.conv.items() + [user], p)
+        return req.messages
 
     def _speech_started(self, ev: TurnEvent) -> None:
         self._pending_user_id = new_id("item")
@@ -515,7 +581,8 @@ class EngineSession:
     def _request_for(self, context: list[Item], p: dict[str, Any]
                      ) -> tuple[LlmRequest, History]:
         hist = build_history(context, p["instructions"], self.cfg.history_tokens,
-                             self.count_tokens)
+                             self.count_tokens,
+                             voice_examples(p["instructions"], self.cfg.voice_examples))
         mot = p["max_output_tokens"]
         max_tokens = self.cfg.max_reply_tokens if mot == "inf" else min(
             int(mot), self.cfg.max_reply_tokens * 4)
@@ -682,7 +749,7 @@ class EngineSession:
             self._close_message(resp, "incomplete")
             self._done(resp, "failed", {"type": "failed", "error": {
                 "type": "server_error", "code": "engine_error", "message": error}})
-        elif resp.stats.finish_reason == "length":
+        elif resp.stats.finish_reason == "length" and resp.params["max_output_tokens"] != "inf":
             self._close_message(resp, "incomplete")
             self._done(resp, "incomplete", {"type": "incomplete", "reason": "max_output_tokens"})
         else:

@@ -26,6 +26,111 @@ def clean_for_speech(text: str) -> str:
     return _SPACES.sub(" ", text)
 
 
+# a link as a word: scheme or www., or a host ending in a common top-level domain
+_LINK = re.compile(r"^(?:https?://|www\.)\S+$|^[\w-]+(?:\.[\w-]+)*\.(?:com|org|net|io|gov|edu|"
+                   r"co|uk|ai|app|dev|info|us|tv|me)(?:/\S*)?$", re.I)
+_LIST_MARK = re.compile(r"^(?:\d{1,2}[.)]|[-*•+]|#+)$")
+_TRAIL = ".,;:!?)\"'"
+
+
+def _speak_link(word: str) -> str:
+    """A link as a listener can take it: the site's name ("bbc.co.uk/news" →
+    "bbc"), never letters and slashes."""
+    core = word.rstrip(_TRAIL)
+    tail = word[len(core):]
+    host = re.sub(r"^(?:https?://)?(?:www\.)?", "", core, flags=re.I).split("/")[0]
+    name = host.split(".")[0]
+    return (name + tail) if name else tail
+
+
+class SpeechText:
+    """Streamed LLM text → text a voice should say, word by word.
+
+    Holds back the word still being written (a link or a list marker spans
+    several tokens), then: a link becomes the site's name, list markers and
+    headings at the start of a line go, a line break ends the sentence before
+    it, markdown emphasis and emoji go."""
+
+    def __init__(self) -> None:
+        self._buf = ""
+        self._line_start = True
+        self._out_tail = ""        # last character emitted
+
+    def push(self, text: str) -> str:
+        self._buf += text
+        out = []
+        while True:
+            m = re.search(r"\s", self._buf)
+            if m is None:
+                break
+            word, sep = self._buf[: m.start()], self._buf[m.start()]
+            self._buf = self._buf[m.start() + 1:]
+            out.append(self._word(word, sep))
+        return "".join(out)
+
+    def flush(self) -> str:
+        word, self._buf = self._buf, ""
+        return self._word(word, "").rstrip() if word else ""
+
+    def _word(self, word: str, sep: str) -> str:
+        res = ""
+        if word:
+            if self._line_start and _LIST_MARK.match(word):
+                word = ""
+            elif _LINK.match(word.rstrip(_TRAIL)):
+                word = _speak_link(word)
+            word = clean_for_speech(word).strip()
+            if word:
+                res = word
+                self._line_start = False
+        if sep == "\n":
+            if not self._line_start:
+                last = (res or self._out_tail)[-1:] if (res or self._out_tail) else ""
+                if last and last not in ".!?:;,":
+                    res += "."
+            self._line_start = True
+            res += " " if res or self._out_tail[-1:] not in (" ", "") else ""
+        elif sep:
+            res += " " if res else ""
+        if res:
+            self._out_tail = res
+        return res
+
+
+_ENDS_SENTENCE = re.compile(r"[.!?][\"')\]]*$")
+
+
+def ends_sentence(text: str) -> bool:
+    return bool(_ENDS_SENTENCE.search(text.strip()))
+
+
+_MORE = re.compile(r"\b(more|details?|detailed|explain|describe|story|stories|steps|list|"
+                   r"elaborate|everything|long)\b", re.I)
+
+
+def sentence_limit(last_user: str, limit: int) -> int:
+    """How many sentences a spoken reply may have: ``limit``, three times as
+    many when the user asks for more (0: no limit)."""
+    if limit <= 0:
+        return 0
+    return limit * 3 if _MORE.search(last_user or "") else limit
+
+
+def sentence_ends(text: str) -> list[int]:
+    """Indices just past each sentence end in ``text`` (followed by a space or
+    at its end)."""
+    return [m.end() for m in re.finditer(r"[.!?]+[\"')\]]*(?=\s|$)", text)]
+
+
+def last_sentence_end(text: str) -> int:
+    """Index just past the last sentence end in ``text`` followed by a space
+    (or at its end); 0 when there is none."""
+    best = 0
+    for m in re.finditer(r"[.!?]+[\"')\]]*(?=\s|$)", text):
+        best = m.end()
+    return best
+
+
 class ClauseChunker:
     def __init__(self, first_min_words: int = 3, min_chars: int = 12,
                  max_chars: int = 180) -> None:

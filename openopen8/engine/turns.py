@@ -14,7 +14,11 @@ class decides where turns begin and end on the session's audio timeline
 * with ``pause_ms`` set, a ``pause`` event marks the moment a silence has
   lasted that long (the turn will probably end) and ``resume`` the return of
   speech after it: the engine starts transcribing at ``pause`` so the text is
-  ready sooner after ``stop``.
+  ready sooner after ``stop``;
+* :meth:`TurnDetector.end_after` changes how long *this* pause must last to
+  end the turn (``semantic_vad``: once the words so far are judged complete,
+  a short silence is enough); it ends the turn at once when the pause is
+  already that long.  Speech coming back forgets it.
 """
 
 from __future__ import annotations
@@ -40,6 +44,10 @@ class TurnDetector:
         self.min_speech_ms = min_speech_ms
         self.pause_ms = pause_ms
         self._paused = False
+        #: timeline position of the current pause's ``pause`` event
+        self.pause_at: int | None = None
+        #: silence that ends the turn in the current pause (None: the default)
+        self.hold_ms: float | None = None
         self.pos_ms = 0.0          # end of the audio seen so far
         self.in_speech = False
         self._cand_ms: float | None = None   # onset of a not-yet-confirmed start
@@ -59,6 +67,26 @@ class TurnDetector:
         self._cand_ms = None
         self._cand_speech = self._cand_gap = self._silence = 0.0
         self._paused = False
+        self.pause_at = None
+        self.hold_ms = None
+
+    def end_after(self, ms: float) -> "TurnEvent | None":
+        """The current pause ends the turn once it lasts ``ms``; returns the
+        ``stop`` event if it already has."""
+        if not self.in_speech or self._silence <= 0:
+            return None
+        self.hold_ms = ms
+        if self._silence >= ms:
+            return self._stop()
+        return None
+
+    def _stop(self) -> "TurnEvent":
+        self.in_speech = False
+        self._silence = 0.0
+        self._paused = False
+        self.pause_at = None
+        self.hold_ms = None
+        return TurnEvent("stop", int(self.pos_ms))
 
     def skip(self, ms: float) -> None:
         """Advance the timeline over audio the VAD did not see."""
@@ -93,18 +121,19 @@ class TurnDetector:
             else:
                 if p < lo:
                     self._silence += frame_ms
-                    if self._silence >= self.silence_duration_ms:
-                        self.in_speech = False
-                        self._silence = 0.0
-                        self._paused = False
-                        out.append(TurnEvent("stop", int(self.pos_ms)))
+                    limit = self.silence_duration_ms if self.hold_ms is None else self.hold_ms
+                    if self._silence >= limit:
+                        out.append(self._stop())
                     elif (self.pause_ms is not None and not self._paused
                           and self._silence >= min(self.pause_ms, self.silence_duration_ms)):
                         self._paused = True
+                        self.pause_at = int(self.pos_ms)
                         out.append(TurnEvent("pause", int(self.pos_ms)))
                 elif p >= hi:
                     self._silence = 0.0
+                    self.hold_ms = None
                     if self._paused:
                         self._paused = False
+                        self.pause_at = None
                         out.append(TurnEvent("resume", int(self.pos_ms)))
         return out

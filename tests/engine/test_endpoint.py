@@ -104,7 +104,7 @@ async def test_second_response_create_gets_the_openai_error():
 async def test_barge_in_cancels_and_drops_queued_audio():
     reply = " ".join(f"Sentence number {i}." for i in range(30))
     ep = endpoint(llm=FakeLlm(reply=reply), tts=FakeTts(ms_per_char=60, delay=0.03),
-                  max_queued_audio_ms=100000)
+                  max_queued_audio_ms=100000, max_reply_sentences=0)
     c = Client(ep)
     await c.until("session.created")
     await c.append_audio(tone_pcm24k(500) + silence_pcm24k(300))
@@ -308,4 +308,60 @@ async def test_response_work_starts_at_the_pause_and_is_adopted():
     await c.until("response.done", timeout=5)
     assert len(llm.requests) == 2
     assert llm.requests[1].messages[-2]["content"] == "new fact"
+    await ep.close()
+
+
+async def _semantic_turn(text: str) -> int:
+    """A 600 ms utterance heard as ``text`` under semantic_vad: how long after
+    the speech the turn ended (on the audio timeline)."""
+    ep = endpoint(stt=FakeStt(text=text))
+    c = Client(ep)
+    await c.until("session.created")
+    await c.send({"type": "session.update", "session": {"type": "realtime", "audio": {
+        "input": {"turn_detection": {"type": "semantic_vad", "eagerness": "auto"}}}}})
+    await c.until("session.updated")
+    await c.append_audio(tone_pcm24k(600) + silence_pcm24k(1400), realtime=True)
+    stopped = await c.until("input_audio_buffer.speech_stopped", timeout=5)
+    await c.until("response.done", timeout=5)
+    await ep.close()
+    assert len(c.of("input_audio_buffer.speech_stopped")) == 1
+    return stopped["audio_end_ms"] - 600
+
+
+async def test_semantic_vad_ends_a_complete_turn_early_and_waits_on_an_unfinished_one():
+    # FakeLlm cannot judge: a question mark counts as complete, no
+    # punctuation as unfinished (SEMANTIC["auto"]: 150 / 500 / 1000 ms)
+    assert await _semantic_turn("what time is it?") < 700
+    assert await _semantic_turn("what time is") >= 1000
+
+
+async def test_a_clipped_reply_ends_at_a_sentence():
+    reply = "The capital is Paris. It is a big city with many old streets."
+    for modality in ("audio", "text"):
+        ep = endpoint(llm=FakeLlm(reply=reply))
+        c = Client(ep)
+        await c.until("session.created")
+        await c.send({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_text",
+                                                             "text": "Paris?"}]}})
+        await c.send({"type": "response.create", "response": {
+            "output_modalities": [modality], "max_output_tokens": 9}})
+        r = (await c.until("response.done"))["response"]
+        assert r["status"] == "incomplete"
+        part = r["output"][0]["content"][0]
+        assert (part.get("transcript") or part.get("text")) == "The capital is Paris."
+        await ep.close()
+
+
+async def test_a_spoken_reply_stops_after_three_sentences_and_completes():
+    llm = FakeLlm(reply="One. Two. Three. Four. Five.")
+    ep = endpoint(llm=llm)
+    c = Client(ep)
+    await c.until("session.created")
+    await c.send({"type": "conversation.item.create", "item": {
+        "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Go."}]}})
+    await c.send({"type": "response.create"})
+    r = (await c.until("response.done"))["response"]
+    assert r["status"] == "completed"
+    assert r["output"][0]["content"][0]["transcript"] == "One. Two. Three."
     await ep.close()

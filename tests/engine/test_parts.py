@@ -11,7 +11,9 @@ from openopen8.engine.backends import assets
 from openopen8.engine.backends.base import ModelIntegrityError
 from openopen8.engine.config import EngineConfig
 from openopen8.engine.conversation import Item
-from openopen8.engine.text import ClauseChunker, align, clean_for_speech
+from openopen8.engine.session import sounds_final
+from openopen8.engine.text import (ClauseChunker, SpeechText, align, clean_for_speech, ends_sentence,
+                                  last_sentence_end, sentence_limit)
 from openopen8.engine.turns import TurnDetector
 from openopen8.engine.usage import usage
 
@@ -174,3 +176,47 @@ def test_turns_pause_and_resume_events():
     assert [e.kind for e in td.feed([0.9], 20)] == ["resume"]
     kinds = [e.kind for e in td.feed([0.1] * 15, 20)]
     assert kinds == ["pause", "stop"]
+
+
+def test_turns_end_after_sets_this_pause_only():
+    td = TurnDetector(threshold=0.5, prefix_padding_ms=0, silence_duration_ms=1000,
+                      min_speech_ms=20, pause_ms=100)
+    td.feed([0.9] * 5, 20)
+    assert [e.kind for e in td.feed([0.1] * 5, 20)] == ["pause"]
+    assert td.pause_at == 200
+    assert td.end_after(300) is None                 # 100 ms so far: wait for 300
+    assert [e.kind for e in td.feed([0.1] * 10, 20)] == ["stop"]
+    # judged complete after the pause already lasted long enough: stop at once
+    td.feed([0.9] * 5, 20)
+    td.feed([0.1] * 8, 20)
+    stop = td.end_after(150)
+    assert stop is not None and stop.kind == "stop" and stop.audio_ms == td.pos_ms
+    # speech coming back forgets a shorter wait
+    td.feed([0.9] * 5, 20)
+    td.feed([0.1] * 5, 20)
+    td.end_after(900)
+    td.feed([0.9] * 2, 20)
+    assert td.hold_ms is None and td.pause_at is None
+    assert [e.kind for e in td.feed([0.1] * 40, 20)] == ["pause"]
+
+
+def test_speech_text_keeps_links_and_lists_out_of_the_voice():
+    import re as _re
+    src = ("Sure, here are a few:\n1. CNN - news all day.\n2. The Times\n\n"
+           "See https://www.bbc.co.uk/news or FactCheck.com. It costs 3.5 dollars, **really**.")
+    st, out = SpeechText(), ""
+    for tok in _re.findall(r"\s*\S{1,3}|\s+", src):   # tokens split words and links
+        out += st.push(tok)
+    out += st.flush()
+    assert out == ("Sure, here are a few: CNN - news all day. The Times. See bbc or "
+                   "FactCheck. It costs 3.5 dollars, really.")
+
+
+def test_sentence_helpers():
+    assert ends_sentence("Paris.") and ends_sentence('He said "yes."') and not ends_sentence("a,")
+    assert last_sentence_end("One. Two") == 4 and last_sentence_end("e.g.x") == 0
+    assert sentence_limit("What is the capital?", 3) == 3
+    assert sentence_limit("Tell me a story about a dragon", 3) == 9
+    assert sentence_limit("anything", 0) == 0
+    assert sounds_final("What is the capital of France?")
+    assert not sounds_final("What is the capital of.") and not sounds_final("I want to")

@@ -76,8 +76,8 @@ async def test_text_only_session(engine):
         "type": "message", "role": "user", "content": [{"type": "input_text", "text": QUESTION}]}})
     await c.send({"type": "response.create", "response": {"output_modalities": ["text"]}})
     done = await c.until("response.done", timeout=20)
-    deltas = c.of("response.output_text.delta")
-    assert len(deltas) >= 2
+    deltas = c.of("response.output_text.delta")      # a sentence at a time
+    assert len(deltas) >= 1
     text = c.of("response.output_text.done")[0]["text"]
     assert text == "".join(d["delta"] for d in deltas) and text.strip()
     assert "paris" in text.lower(), text

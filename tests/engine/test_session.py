@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from openopen8.engine.backends.base import LlmStats
-from openopen8.engine.config import EngineConfig
+from openopen8.engine.config import DEFAULT_INSTRUCTIONS, VOICE_EXAMPLES, EngineConfig
 from openopen8.engine.session import (CancelResponse, DetectSpeech, EngineSession, ResetVad,
                                       StartResponse, Transcribe)
 
@@ -30,6 +30,7 @@ class Clock:
 
 def make(**cfg) -> tuple[EngineSession, Clock]:
     clock = Clock()
+    cfg.setdefault("voice_examples", False)     # tests of the history see only its items
     s = EngineSession(EngineConfig(vad="fake", stt="fake", llm="fake", tts="fake", **cfg),
                       "sess_test", "openopen8-local", lambda t: len(t.split()), clock)
     return s, clock
@@ -485,6 +486,29 @@ def test_response_cancel():
     assert drain(s) == []
     s.client_event({"type": "response.cancel", "response_id": resp.id})
     assert error_of(drain(s))["code"] == "response_cancel_not_active"
+
+
+def test_default_persona_has_its_examples_and_other_instructions_none():
+    s, _ = make(voice_examples=True)
+    drain(s)
+    user_text(s, "hi")
+    resp, _ = start(s)
+    msgs = s.llm_request(resp).messages
+    assert msgs[0] == {"role": "system", "content": DEFAULT_INSTRUCTIONS}
+    assert [m["role"] for m in msgs[1:-1]] == ["user", "assistant"] * len(VOICE_EXAMPLES)
+    assert msgs[-1] == {"role": "user", "content": "hi"}
+    resp2, _ = start(s, {"conversation": "none", "instructions": "Be a pirate."})
+    assert [m["role"] for m in s.llm_request(resp2).messages] == ["system", "user"]
+
+
+def test_engine_token_cap_completes_but_the_clients_makes_it_incomplete():
+    s, _ = make()
+    drain(s)
+    user_text(s, "hi")
+    resp, _ = start(s)                   # max_output_tokens "inf": the engine's own cap
+    s.resp_text(resp.id, "One. Two.")
+    s.resp_finish(resp.id, LlmStats(completion_tokens=120, finish_reason="length"))
+    assert drain(s)[-1]["response"]["status"] == "completed"
 
 
 def test_max_output_tokens_makes_the_response_incomplete():

@@ -6,7 +6,7 @@ one whose package is missing fails there with a message naming the extra.
 
 from __future__ import annotations
 
-from ..config import EngineConfig
+from ..config import EngineConfig, voice_examples
 from .base import Backends, MissingDependency, ModelIntegrityError  # noqa: F401
 from .fake import FakeLlm, FakeStt, FakeTts, FakeVad
 
@@ -31,7 +31,8 @@ def build_backends(cfg: EngineConfig) -> Backends:
     if cfg.llm == "smollm2":
         from .llm_llama import LlamaLlm
         llm = LlamaLlm(cfg.cache_dir, cfg.llm_threads, cfg.llm_model_path,
-                       warm_instructions=cfg.instructions)
+                       warm_messages=[{"role": "system", "content": cfg.instructions},
+                                      *voice_examples(cfg.instructions, cfg.voice_examples)])
     elif cfg.llm == "chat-completions":
         from .llm_chat import ChatCompletionsLlm
         llm = ChatCompletionsLlm(cfg.chat_base_url, cfg.chat_model, cfg.chat_api_key,

@@ -4,7 +4,16 @@
 One ``Llama`` object per process, used by one worker thread: sessions take
 turns, and llama.cpp reuses the KV cache for the common prompt prefix (the
 instructions and older history), so a follow-up turn only pays for the new
-tokens.
+tokens.  When sessions interleave, each one's KV state is kept after its
+reply (:class:`KvStates`, a few MB each) and put back before its next turn,
+so a conversation never re-reads its own history.
+
+End of turn (``semantic_vad``): :meth:`LlamaLlm.end_of_turn` evaluates the
+conversation up to the words heard so far, *without* closing the user's
+message, and reads the probability of ``<|im_end|>`` as the next token --
+the way LiveKit's turn detector works, with the model we already run.  The
+tokens it evaluates are a prefix of the reply's prompt, so they are not
+evaluated twice.
 
 Tools, honestly: a 135M model does not decide well when to call a tool.
 * ``tool_choice`` "required" or a named function: the output is constrained
@@ -19,9 +28,12 @@ Tools, honestly: a 135M model does not decide well when to call a tool.
 
 from __future__ import annotations
 
+import collections
+import ctypes
 import json
+import math
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from . import assets
 from .base import (Loadable, LlmChunk, LlmRequest, LlmStats, MissingDependency,
@@ -87,15 +99,78 @@ def parse_call(text: str, tools: list[dict[str, Any]]) -> ToolCall | None:
     return None
 
 
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class KvStates:
+    """The llama.cpp KV state after each recent conversation's last reply
+    (bytes from ``llama_state_get_data``, which holds only the used cells:
+    about 23 KB per token for SmolLM2-135M), least recently used first out.
+
+    Before a request, :meth:`restore` loads the saved state that shares the
+    longest prefix with the prompt when it beats what the context holds now,
+    so a session whose turn follows another session's only evaluates its new
+    tokens."""
+
+    def __init__(self, capacity: int = 16, min_gain: int = 24) -> None:
+        self.capacity = capacity
+        self.min_gain = min_gain
+        self._states: collections.OrderedDict[tuple[int, ...], bytes] = \
+            collections.OrderedDict()
+        self.restored = 0
+
+    def save(self, llama: Any) -> None:
+        import llama_cpp
+        n = llama.n_tokens
+        if n < self.min_gain:
+            return
+        key = tuple(int(t) for t in llama.input_ids[:n])
+        size = llama_cpp.llama_state_get_size(llama._ctx.ctx)
+        buf = (ctypes.c_uint8 * int(size))()
+        got = llama_cpp.llama_state_get_data(llama._ctx.ctx, buf, size)
+        # a state that another one extends is not needed any more
+        for k in [k for k in self._states if len(k) <= n and key[:len(k)] == k]:
+            del self._states[k]
+        self._states[key] = bytes(buf)[:got]
+        while len(self._states) > self.capacity:
+            self._states.popitem(last=False)
+
+    def restore(self, llama: Any, tokens: Sequence[int]) -> None:
+        import llama_cpp
+        have = common_prefix(llama.input_ids[:llama.n_tokens].tolist(), tokens)
+        best, best_n = None, have + self.min_gain
+        for k in self._states:
+            n = common_prefix(k, tokens)
+            if n >= best_n:
+                best, best_n = k, n
+        if best is None:
+            return
+        data = self._states[best]
+        self._states.move_to_end(best)
+        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        llama_cpp.llama_state_set_data(llama._ctx.ctx, buf, len(data))
+        llama.input_ids[:len(best)] = best
+        llama.n_tokens = len(best)
+        self.restored += 1
+
+
 class LlamaLlm(Loadable):
     def __init__(self, cache_dir: str, threads: int = 2, model_path: str | None = None,
-                 n_ctx: int = 2048, warm_instructions: str | None = None) -> None:
+                 n_ctx: int = 2048, warm_messages: list[dict[str, Any]] | None = None,
+                 kv_states: int = 16) -> None:
         super().__init__()
         self.cache_dir = cache_dir
         self.threads = threads
         self.model_path = model_path
         self.n_ctx = n_ctx
-        self.warm_instructions = warm_instructions
+        self.warm_messages = warm_messages
+        self.kv = KvStates(kv_states) if kv_states else None
         self.name = "smollm2-135m-instruct" if not model_path else model_path
         self.worker = Worker("llm")
         self.llama = None
@@ -112,12 +187,38 @@ class LlamaLlm(Loadable):
             self.cache_dir))
         self.llama = Llama(model_path=path, n_ctx=self.n_ctx, n_threads=self.threads,
                            n_threads_batch=self.threads, n_batch=256, verbose=False)
-        if self.warm_instructions:
-            # evaluate the default instructions once: every first turn then
-            # finds them in the KV cache (llama.cpp reuses a common prefix)
-            self.llama.create_completion(
-                chatml([{"role": "system", "content": self.warm_instructions}]),
-                max_tokens=1, temperature=0.0)
+        self._end_id = self.llama.tokenize(b"<|im_end|>", add_bos=False, special=True)[0]
+        if self.warm_messages:
+            # evaluate the default instructions (and examples) once: every
+            # first turn then finds them in the KV cache (a common prefix)
+            self.llama.create_completion(chatml(self.warm_messages), max_tokens=1,
+                                         temperature=0.0)
+            # the KV state of this prefix is what every session starts from
+            if self.kv is not None:
+                self.kv.save(self.llama)
+
+    async def end_of_turn(self, messages: list[dict[str, Any]]) -> float:
+        """Probability that the last (user) message is complete."""
+        return await self.worker.run(self._end_of_turn, messages)
+
+    def _end_of_turn(self, messages: list[dict[str, Any]]) -> float:
+        import numpy as np
+        llama = self.llama
+        prompt = chatml(messages)
+        prompt = prompt[:prompt.rindex("<|im_end|>")]     # the user is still talking
+        with self._tok_lock:
+            tokens = llama.tokenize(prompt.encode(), add_bos=False, special=True)
+        if self.kv is not None:
+            self.kv.restore(llama, tokens)
+        n = min(common_prefix(llama.input_ids[:llama.n_tokens].tolist(), tokens),
+                len(tokens) - 1)
+        llama.n_tokens = n
+        llama.eval(tokens[n:])
+        logits = np.ctypeslib.as_array(llama._ctx.get_logits(),
+                                       shape=(llama.n_vocab(),)).astype(np.float64)
+        top = float(logits.max())
+        return float(math.exp(float(logits[self._end_id]) - top)
+                     / float(np.exp(logits - top).sum()))
 
     def count_tokens(self, text: str) -> int:
         if not text:
@@ -158,12 +259,14 @@ class LlamaLlm(Loadable):
         prompt = chatml(messages)
         llama = self.llama
         with self._tok_lock:
-            stats.prompt_tokens = len(llama.tokenize(prompt.encode(), add_bos=False,
-                                                     special=True))
+            tokens = llama.tokenize(prompt.encode(), add_bos=False, special=True)
+        stats.prompt_tokens = len(tokens)
+        if self.kv is not None:
+            self.kv.restore(llama, tokens)
         grammar = self._grammar(call_schema(tools, forced or None)) if forced is not None \
             else None
         it = llama.create_completion(
-            prompt, max_tokens=req.max_tokens, temperature=req.temperature, top_p=0.9,
+            tokens, max_tokens=req.max_tokens, temperature=req.temperature, top_p=0.9,
             top_k=40, repeat_penalty=1.1, stop=_STOP, stream=True, seed=1234, grammar=grammar)
         buffered: list[str] | None = [] if tools else None
         finish = "stop"
@@ -189,6 +292,8 @@ class LlamaLlm(Loadable):
                     break
         finally:
             it.close()
+            if self.kv is not None:
+                self.kv.save(llama)
             with self._tok_lock:   # exact count by the tokenizer
                 stats.completion_tokens = len(llama.tokenize("".join(full).encode(),
                                                              add_bos=False, special=False))
