@@ -66,6 +66,7 @@ class RtcClient:
     call_id: str = ""
     location: str = ""
     status: int = 0
+    answer: str = ""
     events: list[dict] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
     #: (arrival time, RMS) per 20 ms frame of the gateway's audio
@@ -143,6 +144,7 @@ async def call(http_base: str, token: str, *, model: str, pcm: bytes = b"",
         await pc.close()
         return c
     c.call_id = c.location.rsplit("/", 1)[-1]
+    c.answer = body
     await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
     return c
 

@@ -291,3 +291,28 @@ async def test_a_call_that_never_connects_is_ended_by_the_watchdog(tmp_path, ups
         assert not g.gw.__dict__["_webrtc_calls"]
     finally:
         await g.stop()
+
+
+async def test_ice_host_candidates_only_on_webrtc_host_and_the_port_range(tmp_path, upstream):
+    from tests.conftest import start_gateway
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:   # a free port to start at
+        probe.bind(("127.0.0.1", 0))
+        low = probe.getsockname()[1]
+    g = await start_gateway(tmp_path, **FAST, webrtc_host="127.0.0.1",
+                            webrtc_port_min=low, webrtc_port_max=low + 20)
+    try:
+        await g.channel("standin", upstream.base_url, [MODEL])
+        token = await g.token()
+        c = await rtckit.call(g.http, token, model=MODEL)
+        try:
+            assert c.status == 201
+            cands = [line.split() for line in c.answer.splitlines()
+                     if line.startswith("a=candidate:")]
+            assert cands and all(f[4] == "127.0.0.1" and f[7] == "host" for f in cands), cands
+            assert all(low <= int(f[5]) <= low + 20 for f in cands), cands
+            await asyncio.wait_for(c.opened.wait(), 10)       # and media flows on it
+        finally:
+            await c.close()
+    finally:
+        await g.stop()
