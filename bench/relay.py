@@ -185,6 +185,9 @@ class Target:
     headers: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
     pid: int | None = None          # the process whose CPU/RSS is the relay's
+    #: more processes whose CPU is read apart over the same window (name -> pid;
+    #: bench/deploy.py: the proxy and each gateway instance behind it)
+    pids: dict[str, int] = field(default_factory=dict)
     error: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -477,9 +480,12 @@ def measure_many(load: Load, targets: list[Target], standin_pid: int, *, n: int,
     time.sleep(max(0.0, t0 + warm - time.monotonic()))
     cpu0 = {name: tree_cpu(pid) for name, pid in pids.items()}
     cpu_s0 = tree_cpu(standin_pid)
+    apart_pids = {(t.name, k): pid for t in targets for k, pid in t.pids.items()}
+    apart0 = {key: tree_cpu(pid) for key, pid in apart_pids.items()}
     time.sleep(max(0.0, t0 + warm + dur - time.monotonic()))
     cpu1 = {name: tree_cpu(pid) for name, pid in pids.items()}
     cpu_s1 = tree_cpu(standin_pid)
+    apart = {key: tree_cpu(pid) - apart0[key] for key, pid in apart_pids.items()}
     outs = []
     for conn in load.conns[:len(cmds)]:
         if not conn.poll(warm + dur + drain + 60):
@@ -510,6 +516,8 @@ def measure_many(load: Load, targets: list[Target], standin_pid: int, *, n: int,
             loadgen_cpu_s=sum(o[next(iter(o))]["cpu"] for o in outs) * share,
             duration_s=dur,
         )
+        if t.pids:
+            res["cpu_s_apart"] = {name: apart[(t.name, name)] for name in t.pids}
         if len(targets) > 1:
             res["concurrent_with"] = [x.name for x in targets if x is not t]
         if t.name in pids and rts:
