@@ -169,6 +169,48 @@ def start_nginx(name: str, upstreams: list[int], run_dir: Path, cert: Path, key:
     raise RuntimeError(f"nginx did not start (see {folder})")
 
 
+def admissions(db_url: str, total: int, concurrency: int) -> dict[str, Any]:
+    """PostgreSQL's busiest job for one token: ``total`` session admissions
+    (``store.open_session``: the token row locked FOR UPDATE, limits counted,
+    the row inserted) at ``concurrency`` at once, over two engines (two
+    instances' pools), each session's row closed again at once.  All on one
+    token: the worst case, as its row lock serialises them."""
+    from datetime import timedelta
+
+    from openopen8 import ops
+    from openopen8.store.base import SessionEnd, TokenLimits, utcnow
+    from openopen8.store.sql import open_store
+
+    async def go() -> dict[str, Any]:
+        a, b = await open_store(db_url), await open_store(db_url, migrate=False)
+        try:
+            rec = (await ops.create_token(a, "admissions-" + secrets.token_hex(3), limits=TokenLimits(
+                max_sessions=concurrency * 2, sessions_per_minute=10 ** 9))).record
+            sem = asyncio.Semaphore(concurrency)
+            lat: list[float] = []
+
+            async def one(i: int) -> None:
+                store = a if i % 2 else b
+                async with sem:
+                    t0 = time.perf_counter()
+                    await store.open_session(f"adm_{rec.id}_{i}", rec.id, MODEL, f"bench{i % 2}",
+                                             utcnow() + timedelta(seconds=30))
+                    lat.append(time.perf_counter() - t0)
+                    await store.write_ledger([], [SessionEnd(f"adm_{rec.id}_{i}", "client",
+                                                             1000)])
+            t0 = time.perf_counter()
+            await asyncio.gather(*(one(i) for i in range(total)))
+            elapsed = time.perf_counter() - t0
+            lat.sort()
+            return {"admissions": total, "concurrency": concurrency, "seconds": elapsed,
+                    "per_s": total / elapsed, "p50_ms": lat[len(lat) // 2] * 1000,
+                    "p99_ms": lat[int(len(lat) * 0.99)] * 1000}
+        finally:
+            await a.close()
+            await b.close()
+    return asyncio.run(go())
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="a smoke run: tiny N, short windows")
@@ -183,6 +225,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--pg", default=os.environ.get(
         "OPENOPEN8_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres"),
         help="an admin URL of the PostgreSQL server (a database is made and dropped)")
+    ap.add_argument("--admissions", type=int, default=None,
+                    help="session admissions on one token in the PostgreSQL phase (2000; "
+                    "0: skip it)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--keep-logs", action="store_true")
     a = ap.parse_args(argv)
@@ -191,6 +236,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a.duration = a.duration or (0.3 if a.quick else 4.0)
     a.warmup = a.warmup if a.warmup is not None else (0.1 if a.quick else 1.0)
     a.drain = 0.1 if a.quick else 1.0
+    if a.admissions is None:
+        a.admissions = 100 if a.quick else 2000
     return a
 
 
@@ -266,6 +313,10 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             "ledger_rows_per_s": done["ledger_rows"] / elapsed,
             "commits_per_s": done["commits"] / elapsed,
             "backend_cpu_ms_per_commit": pg_cpu / done["commits"] * 1000 if done["commits"] else None}
+        if a.admissions:
+            result["admissions"] = adm = admissions(db_url, a.admissions, 32)
+            log(f"admissions on one token: {adm['per_s']:.0f}/s, p50 {adm['p50_ms']:.1f} ms, "
+                f"p99 {adm['p99_ms']:.1f} ms ({adm['concurrency']} at once, two engines)")
         result["summary"] = summarize(result)
     finally:
         if load is not None:
@@ -340,6 +391,11 @@ def main(argv: list[str] | None = None) -> int:
               f"ledger rows ({pg['ledger_rows_per_s']:.0f}/s), {pg['session_rows']} session rows; "
               f"backend CPU {pg['backend_cpu_util']:.3f} cores, "
               f"{pg['backend_cpu_ms_per_commit'] or 0:.2f} ms per commit")
+    adm = result.get("admissions")
+    if adm:
+        print(f"session admissions on one token (row-locked), {adm['concurrency']} at once over "
+              f"two engines: {adm['per_s']:.0f}/s, p50 {adm['p50_ms']:.1f} ms, "
+              f"p99 {adm['p99_ms']:.1f} ms")
     print("CPU-s per 10k round trips over every step, and what one busy core carries at that "
           "rate (50 round trips/s per session):")
     for name, s in result["summary"].items():
