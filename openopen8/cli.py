@@ -269,13 +269,16 @@ def tokens_list(as_json: JsonOut = False, data_dir: DataDir = None, database_url
     if as_json:
         print(json.dumps(rows))
         return
-    table = Table("name", "prefix", "models", "expires", "limits", "policy", "spent USD", "state")
-    for r in rows:
-        pinned = " ".join(filter(None, [describe_policy(r["policy"]),
-                                        "origins:" + ",".join(r["origins"]) if r["origins"] else ""]))
+    pinned = [" ".join(filter(None, [describe_policy(r["policy"]),
+                                     "origins:" + ",".join(r["origins"]) if r["origins"] else ""]))
+              for r in rows]
+    shown = any(pinned)      # a policy column only when some token has one
+    table = Table("name", "prefix", "models", "expires", "limits", *(["policy"] if shown else []),
+                  "spent USD", "state")
+    for r, pin in zip(rows, pinned):
         table.add_row(r["name"], r["prefix"], ", ".join(r["models"]) or "all",
-                      r["expires_at"] or "never", _limits_text(r), pinned or "-", r["spent_usd"],
-                      "revoked" if r["revoked"] else "active")
+                      r["expires_at"] or "never", _limits_text(r), *([pin or "-"] if shown else []),
+                      r["spent_usd"], "revoked" if r["revoked"] else "active")
     out.print(table)
 
 
@@ -286,6 +289,70 @@ def tokens_revoke(name: str, data_dir: DataDir = None, database_url: DbUrl = Non
     settings = _settings(config, data_dir, database_url)
     _run(settings, lambda store, box: store.revoke_token(name))
     print(f"Revoked token {name!r}.")
+
+
+@tokens_app.command("delete")
+def tokens_delete(name: str, data_dir: DataDir = None, database_url: DbUrl = None,
+                  config: ConfigFile = None) -> None:
+    """Delete a token (revoke it first if it has open sessions); its usage
+    stays in reports."""
+    settings = _settings(config, data_dir, database_url)
+    _run(settings, lambda store, box: ops.delete_token(store, name))
+    print(f"Deleted token {name!r}.")
+
+
+@sessions_app.command("list")
+def sessions_list(token: Annotated[Optional[str], typer.Option(help="Only this token (name).")] = None,
+                  model: Annotated[Optional[str], typer.Option(help="Only this model.")] = None,
+                  channel: Annotated[Optional[str], typer.Option(help="Only this channel.")] = None,
+                  close_code: Annotated[Optional[int], typer.Option("--close-code", help="Only sessions closed with this code.")] = None,
+                  since: Annotated[Optional[str], typer.Option(help="Opened on or after YYYY-MM-DD.")] = None,
+                  until: Annotated[Optional[str], typer.Option(help="Opened on or before YYYY-MM-DD.")] = None,
+                  state: Annotated[str, typer.Option(help="all | open | closed")] = "all",
+                  limit: Annotated[int, typer.Option(help="How many (newest first).")] = 50,
+                  offset: Annotated[int, typer.Option(help="Skip this many.")] = 0,
+                  as_json: JsonOut = False, data_dir: DataDir = None, database_url: DbUrl = None,
+                  config: ConfigFile = None) -> None:
+    """Sessions, newest first, with their spend (the admin API's GET /admin/sessions)."""
+    settings = _settings(config, data_dir, database_url)
+    page = _run(settings, lambda store, box: ops.list_sessions(
+        store, token=token, model=model, channel=channel, close_code=close_code, since=since,
+        until=until, state=state, limit=limit, offset=offset))
+    if as_json:
+        print(json.dumps(page))
+        return
+    table = Table("session", "token", "model", "channel", "opened", "closed", "code", "USD")
+    for r in page["sessions"]:
+        table.add_row(r["id"], r["token"] or "-", r["model"], r["channel"] or "-",
+                      r["opened_at"][:19], (r["closed_at"] or "open")[:19],
+                      str(r["close_code"] if r["close_code"] is not None else "-"), r["cost_usd"])
+    out.print(table)
+    print(f"{len(page['sessions'])} of {page['total']}")
+
+
+@sessions_app.command("show")
+def sessions_show(session_id: str, as_json: JsonOut = False, data_dir: DataDir = None,
+                  database_url: DbUrl = None, config: ConfigFile = None) -> None:
+    """One session: its counters, ledger rows and logged turns."""
+    settings = _settings(config, data_dir, database_url)
+
+    async def go(store: Any, box: SecretBox) -> Any:
+        found = await store.get_session(session_id)
+        if found is None:
+            raise StoreError(f"no session {session_id!r}")
+        return ops.session_view(found)
+
+    s = _run(settings, go)
+    if as_json:
+        print(json.dumps(s))
+        return
+    print(f"{s['id']}: token {s['token']}, model {s['model']}, channel {s['channel'] or '-'}, "
+          f"opened {s['opened_at']}, {'closed ' + s['closed_at'] if s['closed_at'] else 'open'}"
+          f"{', code ' + str(s['close_code']) if s['close_code'] is not None else ''}, "
+          f"USD {s['cost_usd']}")
+    for t in s["turns"]:
+        who = t["kind"] + (f" {t['name']}" if t["name"] else "")
+        print(f"  {who}: {t['text']}")
 
 
 @sessions_app.command("end")
@@ -397,6 +464,56 @@ def channels_enable(name: str, data_dir: DataDir = None, database_url: DbUrl = N
     settings = _settings(config, data_dir, database_url)
     _run(settings, lambda store, box: store.set_channel_enabled(name, True))
     print(f"Enabled channel {name!r}.")
+
+
+@channels_app.command("update")
+def channels_update(
+    name: str,
+    priority: Annotated[Optional[int], typer.Option(help="Higher is tried first.")] = None,
+    weight: Annotated[Optional[int], typer.Option(help="Share of sessions within a priority.")] = None,
+    models: Annotated[Optional[str], typer.Option(help="Comma-separated models it serves.")] = None,
+    key: Annotated[Optional[str], typer.Option(help="A new upstream key (rotation).")] = None,
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help="A new base URL / endpoint.")] = None,
+    api_version: Annotated[Optional[str], typer.Option("--api-version", help="Azure api-version ('' : GA).")] = None,
+    data_dir: DataDir = None, database_url: DbUrl = None, config: ConfigFile = None,
+) -> None:
+    """Change a channel: priority, weight, models, key, URL (the admin API's PATCH)."""
+    settings = _settings(config, data_dir, database_url)
+    ch = _run(settings, lambda store, box: ops.update_channel(
+        store, box, name, priority=priority, weight=weight,
+        models=None if models is None else ops.split_list(models), key=key, base_url=base_url,
+        api_version=api_version))
+    print(f"Updated channel {ch.name!r}: priority {ch.priority}, weight {ch.weight}, "
+          f"models {', '.join(ch.models)}.")
+
+
+@channels_app.command("test")
+def channels_test(name: str,
+                  model: Annotated[Optional[str], typer.Option(help="Model to open (default: its first).")] = None,
+                  as_json: JsonOut = False, data_dir: DataDir = None,
+                  database_url: DbUrl = None, config: ConfigFile = None) -> None:
+    """Open a real upstream session on a channel: session.created, or why not."""
+    from .providers.routing import Router
+
+    settings = _settings(config, data_dir, database_url)
+
+    async def go(store: Any, box: SecretBox) -> Any:
+        found = [c for c in await store.list_channels() if c.name == name]
+        if not found:
+            raise StoreError(f"no channel named {name!r}")
+        return await ops.test_channel(Router(store, box, timeout=settings.connect_timeout),
+                                      found[0], model)
+
+    res = _run(settings, go)
+    if as_json:
+        print(json.dumps(res))
+    elif res["ok"]:
+        print(f"{name}: {res['event']} in {res['seconds']:.2f} s ({res['model']}).")
+    else:
+        err.print(f"{name}: {res['kind']}: {res['detail']} ({res['seconds']:.2f} s).",
+                  highlight=False, markup=False)
+    if not res["ok"]:
+        raise typer.Exit(1)
 
 
 @channels_app.command("remove")
