@@ -258,9 +258,17 @@ async def test_hangup_ends_the_call_and_a_client_secret_may_call(g, upstream):
         await asyncio.wait_for(c.opened.wait(), 10)
         await c.wait_for("session.created", 10)
         async with aiohttp.ClientSession() as http:
-            async with http.post(f"{g.http}/v1/realtime/calls/{c.call_id}/hangup",
-                                 headers={"Authorization": f"Bearer {token}"}) as r:
-                assert r.status == 200
+            with pytest.raises(aiohttp.WSServerHandshakeError) as exc:   # a backend's door
+                await http.ws_connect(f"{g.url}?call_id={c.call_id}",
+                                      headers={"Authorization": f"Bearer {secret}"})
+            assert exc.value.status == 403
+            async with http.ws_connect(f"{g.url}?call_id={c.call_id}",   # the minting token
+                                       headers={"Authorization": f"Bearer {token}"}) as ws:
+                async with http.post(f"{g.http}/v1/realtime/calls/{c.call_id}/hangup",
+                                     headers={"Authorization": f"Bearer {token}"}) as r:
+                    assert r.status == 200
+                msg = await asyncio.wait_for(ws.receive(), 10)     # the call's end ends it
+                assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
         [row] = await eventually(lambda: closed_sessions(g))
         assert row["via"] == "webrtc" and row["secret_id"] is not None
     finally:

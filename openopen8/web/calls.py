@@ -53,6 +53,7 @@ class Call:
     token_id: Any
     endpoint: Any
     session_id: str
+    secret_id: Any = None        # the client secret that placed it, if one did
     task: asyncio.Task | None = None
     started: float = field(default_factory=time.monotonic)
 
@@ -274,7 +275,8 @@ async def create_call(request: web.Request) -> web.StreamResponse:
                 "The SDP offer could not be answered (it needs an audio track or the "
                 "'oai-events' data channel).", code="invalid_offer", param="sdp"))
         raise
-    call = Call(call_id, who.token.id, ep, s.id)
+    call = Call(call_id, who.token.id, ep, s.id,
+                who.secret.id if who.secret is not None else None)
     calls = live_calls(gw)
     calls[call_id] = call
     ep.start()
@@ -292,16 +294,23 @@ async def create_call(request: web.Request) -> web.StreamResponse:
                         headers={"Location": f"/v1/realtime/calls/{call_id}"})
 
 
+def _find(gw: Any, who: Any, call_id: str) -> Call:
+    """The live call ``who`` may reach: the token that placed it (itself or
+    through a secret), or the very secret that placed it -- never another
+    secret of the token (secrets are handed to end users)."""
+    call = live_calls(gw).get(call_id)
+    if call is None or call.token_id != who.token.id or (
+            who.secret is not None and who.secret.id != call.secret_id):
+        raise GatewayError(f"No call '{call_id[:40]}' is live for this credential.",
+                           code="call_not_found", status=404, param="call_id")
+    return call
+
+
 async def _call_for(request: web.Request, call_id: str) -> tuple[Any, Call]:
-    """The live call, for the token that created it (or a secret of that token)."""
     gw = request.app[GATEWAY]
     client = gw.client_address(request.headers, request.remote)
     who = await gw.authenticate(request.headers, request.query, client)
-    call = live_calls(gw).get(call_id)
-    if call is None or call.token_id != who.token.id:
-        raise GatewayError(f"No call '{call_id[:40]}' is live for this token.",
-                           code="call_not_found", status=404, param="call_id")
-    return who, call
+    return who, _find(gw, who, call_id)
 
 
 async def hangup(request: web.Request) -> web.StreamResponse:
@@ -320,7 +329,7 @@ async def hangup(request: web.Request) -> web.StreamResponse:
 
 async def sideband(gw: Any, door: Any, head: Any) -> None:
     """``GET /v1/realtime?call_id=ID``: a WebSocket attached to a live call
-    (the token that created it, or its secret's token).  It gets every
+    with the gateway token that placed it (itself, or through a secret).  It gets every
     server event of the call and may send client events (tool results,
     ``session.update``); its closing does not end the call."""
     from ..relay.endpoint import WsEndpoint
@@ -329,10 +338,10 @@ async def sideband(gw: Any, door: Any, head: Any) -> None:
     call_id = head.query.get("call_id", "")
     try:
         who = await gw.authenticate(head.headers, head.query, door.client)
-        call = live_calls(gw).get(call_id)
-        if call is None or call.token_id != who.token.id:
-            raise GatewayError(f"No call '{call_id[:40]}' is live for this token.",
-                               code="call_not_found", status=404, param="call_id")
+        if who.secret is not None:     # a backend's door, as OpenAI's (its API key)
+            raise ForbiddenError("A sideband attaches with a gateway token, not a client "
+                                 "secret.", code="token_required")
+        call = _find(gw, who, call_id)
     except GatewayError as exc:
         _refuse(door, exc, "", getattr(exc, "who", None))
         return
