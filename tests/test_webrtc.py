@@ -324,3 +324,25 @@ async def test_ice_host_candidates_only_on_webrtc_host_and_the_port_range(tmp_pa
             await c.close()
     finally:
         await g.stop()
+
+
+async def test_the_clients_clear_cuts_the_answer_and_cancels_the_response(g, upstream):
+    upstream.script = Script(text="A long answer.", audio_deltas=60, audio_delta_ms=100,
+                             delay=0.05)                      # still streaming when cleared
+    token = await g.token()
+    c = await rtckit.call(g.http, token, model=MODEL, pcm=speech(600))
+    try:
+        started = await c.wait_for("output_audio_buffer.started", 20)
+        await asyncio.sleep(0.5)
+        n = len(c.events)
+        c.send({"type": "output_audio_buffer.clear"})
+        cleared = await c.wait_for("output_audio_buffer.cleared", 5, after=n)
+        assert cleared["response_id"] == started["response_id"]
+        done = await c.wait_for("response.done", 10, after=n)
+        assert done["response"]["status"] == "cancelled"
+        s = await upstream.session()
+        kinds = [e["type"] for e in s.received]
+        assert "response.cancel" in kinds and "conversation.item.truncate" in kinds
+        assert "output_audio_buffer.clear" not in kinds        # answered at the gateway
+    finally:
+        await c.close()

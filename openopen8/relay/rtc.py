@@ -420,7 +420,7 @@ class RtcEndpoint:
         dc = self._dc
         if dc is not None and dc.readyState == "open":
             dc.send(text)
-        elif not self._ended:
+        elif not self._ended and len(self._dc_wait) < 1000:   # kept for the channel to open
             self._dc_wait.append(text)
         for sb in tuple(self.sidebands):
             sb.send(ev)
