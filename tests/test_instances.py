@@ -1,5 +1,5 @@
-"""Several gateway instances on one PostgreSQL database (issue 17), in
-process: limits hold when instances admit at the same moment, and a session
+"""Several gateway instances on one database (issue 17), in process: limits
+hold when instances admit at the same moment on PostgreSQL, and a session
 ended from the store -- by an operator (``ops.end_session``), or by revoking
 or expiring its token -- ends on whichever instance runs it, its usage
 settled.  (tests/test_deploy.py runs real ``serve`` processes behind nginx.)"""
@@ -22,11 +22,10 @@ from tests.conftest import start_gateway
 from tests.standin import Script, StandIn
 from tests.test_ledger_e2e import FAST, TEXT_ONLY, eventually, table
 
-pytestmark = pytest.mark.postgres
-
 
 # ---- admission races across engines ---------------------------------------------------
 
+@pytest.mark.postgres
 @pytest.mark.parametrize("limit", ["max_sessions", "sessions_per_minute"])
 async def test_admissions_racing_on_two_engines_never_pass_the_limit(pg_url, limit):
     """60 admissions at once, half through each of two engines (two
@@ -66,10 +65,10 @@ async def table_of(store, name: str) -> list[dict]:
 
 # ---- sessions ended from the store ----------------------------------------------------
 
-async def two_gateways(tmp_path, pg_url, up):
+async def two_gateways(tmp_path, db_url, up):
     key = secrets.token_urlsafe(32)     # instances on one database share it
-    a = await start_gateway(tmp_path / "a", database_url=pg_url, secret_key=key, **FAST)
-    b = await start_gateway(tmp_path / "b", database_url=pg_url, secret_key=key, **FAST)
+    a = await start_gateway(tmp_path / "a", database_url=db_url, secret_key=key, **FAST)
+    b = await start_gateway(tmp_path / "b", database_url=db_url, secret_key=key, **FAST)
     await a.channel("standin", up.base_url, ["gpt-realtime"])
     b.gw.router.invalidate()
     return a, b
@@ -85,9 +84,10 @@ async def read_until_closed(ws) -> list[dict]:
 
 @pytest.mark.parametrize("how", ["end_session", "cli", "revoke", "expire"])
 async def test_a_session_ended_from_another_instance_ends_with_its_usage_settled(
-        tmp_path, pg_url, how):
+        tmp_path, db_url, how):
+    """On PostgreSQL, and on SQLite (two processes on one file work too)."""
     async with StandIn(ping_interval=0) as up:
-        a, b = await two_gateways(tmp_path, pg_url, up)
+        a, b = await two_gateways(tmp_path, db_url, up)
         try:
             name = "t-" + secrets.token_hex(3)
             secret = (await ops.create_token(a.gw.store, name)).secret
@@ -109,7 +109,7 @@ async def test_a_session_ended_from_another_instance_ends_with_its_usage_settled
                 elif how == "cli":             # `openopen8 sessions end ID`, another process
                     done = await asyncio.to_thread(subprocess.run, [
                         sys.executable, "-m", "openopen8.cli", "sessions", "end", sid,
-                        "--database-url", pg_url, "--data-dir", str(tmp_path / "cli")],
+                        "--database-url", db_url, "--data-dir", str(tmp_path / "cli")],
                         capture_output=True, text=True, timeout=60)
                     assert done.returncode == 0, done.stderr
                     code = "session_ended"
@@ -152,8 +152,8 @@ async def test_a_session_ended_from_another_instance_ends_with_its_usage_settled
             await b.stop()
 
 
-async def test_ending_a_session_that_is_not_open_is_an_error(pg_url):
-    store = await open_store(pg_url)
+async def test_ending_a_session_that_is_not_open_is_an_error(db_url):
+    store = await open_store(db_url)
     try:
         with pytest.raises(StoreError):
             await ops.end_session(store, "sess_nope")
