@@ -283,10 +283,10 @@ async def test_the_brake_and_the_log_count_the_client_behind_nginx_not_a_forged_
     async with deployment(tmp_path, pg_url, n=1) as d:
         bad = {"Authorization": "Bearer oo8_wrong", "X-Forwarded-For": "203.0.113.9"}
 
-        async def attempt(source: str, headers: dict[str, str]) -> int:
+        async def attempt(source: str, headers: dict[str, str], url: str = d.nginx.ws) -> int:
             conn = aiohttp.TCPConnector(local_addr=(source, 0))
             async with aiohttp.ClientSession(connector=conn) as http:
-                async with http.get(f"{d.nginx.ws}?model=gpt-realtime", headers={
+                async with http.get(f"{url}?model=gpt-realtime", headers={
                         "Connection": "Upgrade", "Upgrade": "websocket",
                         "Sec-WebSocket-Version": "13",
                         "Sec-WebSocket-Key": base64.b64encode(b"k" * 16).decode(),
@@ -298,8 +298,19 @@ async def test_the_brake_and_the_log_count_the_client_behind_nginx_not_a_forged_
                 for i in range(4)] == [401, 401, 401, 429]
         # another client behind the same nginx is not braked by it
         assert await attempt("127.0.0.6", bad) == 401
+        # straight to the instance (a peer that is no trusted proxy): its header is ignored
+        direct = f"ws://127.0.0.1:{d.instances[0].port}/v1/realtime"
+        assert await attempt("127.0.0.8", bad, direct) == 401
+        # a session's row records its client the same way
+        conn = aiohttp.TCPConnector(local_addr=("127.0.0.7", 0))
+        async with aiohttp.ClientSession(connector=conn) as http:
+            ws = await http.ws_connect(f"{d.nginx.ws}?model=gpt-realtime", headers={
+                **d.auth(), "X-Forwarded-For": "203.0.113.9"})
+            await ws.close()
+        [row] = await d.rows("SELECT client FROM sessions")
+        assert row["client"] == "127.0.0.7"
         log = (d.folder / "gw0.log").read_text()
-        assert "client=127.0.0.5" in log and "client=127.0.0.6" in log
+        assert all(f"client=127.0.0.{i}" in log for i in (5, 6, 8))
         assert "203.0.113.9" not in log and "198.51.100" not in log
 
 
