@@ -20,6 +20,7 @@ from pathlib import Path
 
 import websockets
 
+from openopen8 import ops
 from tests.browser import chromium
 from tests.conftest import start_gateway
 from tests.standin import Script, StandIn
@@ -81,7 +82,8 @@ async def test_the_operator_console_in_a_real_browser(tmp_path):
         g = await start_gateway(tmp_path, admin_token=ADMIN, balance_refresh_seconds=0.3,
                                 tick_seconds=0.2)
         try:
-            async with chromium(fake_audio=speech_wav(tmp_path / "mic.wav")) as browser:
+            async with chromium(fake_audio=speech_wav(tmp_path / "mic.wav"),
+                                extra_flags=["--allow-loopback-in-peer-connection"]) as browser:
                 ctx = await browser.new_context(viewport={"width": 1280, "height": 860},
                                                 color_scheme="light")
                 page = await ctx.new_page()
@@ -201,17 +203,29 @@ async def test_the_operator_console_in_a_real_browser(tmp_path):
                 assert await page.text_content("#live-count") == "0"
                 await page.screenshot(path=str(shots / "overview.png"))
 
-                # the playground: a client secret minted by the console, typed turn, captions
+                # the playground: a client secret minted by the console; over WebRTC the
+                # fake microphone's turn is heard (the call's Opus track, decoded to the
+                # upstream's PCM16), over a WebSocket (AudioWorklet PCM16) too, then a typed turn
                 await page.click("nav >> text=Playground")
-                await page.click("#pg-start")
-                await page.wait_for_selector("#pg-status:has-text('Connected')")
-                # the microphone's turn (PCM16 at 24 kHz from the AudioWorklet), then a typed one
-                await page.wait_for_selector(f".captions >> text=You: {SAID}")
-                await page.fill("#pg-text input[name=text]", "Hello there")
-                await page.click("#pg-text button")
-                await page.wait_for_selector(f".captions >> text={ANSWER}")
-                await page.screenshot(path=str(shots / "playground.png"))
-                await page.click("#pg-stop")
+                for transport in ("webrtc", "websocket"):
+                    await page.select_option("select[name=transport]", transport)
+                    await page.click("#pg-start")
+                    await page.wait_for_selector("#pg-status:has-text('Connected')", timeout=20_000)
+                    await page.wait_for_selector(f".captions >> text=You: {SAID}",
+                                                 timeout=20_000)
+                    await page.fill("#pg-text input[name=text]", "Hello there")
+                    await page.click("#pg-text button")
+                    await page.wait_for_selector(".captions >> text=You: Hello there")
+                    await page.wait_for_function(
+                        "document.querySelectorAll('.captions p.bot').length >= 2")
+                    if transport == "webrtc":
+                        await page.screenshot(path=str(shots / "playground.png"))
+                    await page.click("#pg-stop")
+                vias = {r["via"] for r in (await ops.list_sessions(g.gw.store))["sessions"]}
+                assert vias == {"websocket", "webrtc"}
+                for upstream in up.sessions[-2:]:   # the typed turn reached the upstream both ways
+                    assert any(e.get("type") == "conversation.item.create"
+                               and "Hello there" in json.dumps(e) for e in upstream.received)
 
                 # the token revoked from its page
                 await page.click("nav >> text=Tokens")

@@ -588,11 +588,13 @@ async def playground_page(request: web.Request, login: Login) -> web.Response:
     body = f"""<h1>Playground</h1>
 <p class="muted">Talk to a served model from this browser's microphone. The console mints a
 one-use client secret with the token you pick (billed to it, held to its policy); the page
-connects with that secret only.</p>
+connects with that secret only, over WebRTC or a WebSocket.</p>
 <form id="playground" class="filters">
   <label>Token {_select("token", tokens, tokens[0], "")}</label>
   <label>Model {_select("model", models, models[0], "")}</label>
   <label>Voice <input name="voice" value="marin" size="8"></label>
+  <label>Transport <select name="transport"><option value="webrtc">WebRTC</option>
+    <option value="websocket">WebSocket</option></select></label>
   <button type="submit" class="primary" id="pg-start">Start talking</button>
   <button type="button" id="pg-stop" disabled>Stop</button>
 </form>
@@ -600,6 +602,7 @@ connects with that secret only.</p>
 <div class="captions" id="pg-captions" aria-live="polite"></div>
 <form id="pg-text" class="filters"><input name="text" placeholder="…or type a message" size="40">
 <button type="submit">Send</button></form>
+<audio id="pg-audio" autoplay></audio>
 <script src="/dashboard/static/playground.js" defer></script>"""
     return page(request, login, "playground", "Playground", body)
 

@@ -1,6 +1,8 @@
-// The playground: a one-use client secret from the console, then the Realtime API over a
-// WebSocket with it (subprotocol 'openai-insecure-api-key.<secret>'), PCM16 at 24 kHz both
-// ways through an AudioWorklet, captions from the transcripts.
+// The playground: a one-use client secret from the console, then the Realtime API with it,
+// over WebRTC (POST /v1/realtime/calls: the microphone as an audio track, events on the
+// 'oai-events' data channel, the reply on the remote track) or over a WebSocket
+// (subprotocol 'openai-insecure-api-key.<secret>', PCM16 at 24 kHz both ways through an
+// AudioWorklet). Captions come from the transcripts either way.
 (function () {
   "use strict";
   var csrf = document.querySelector('meta[name="csrf-token"]').content;
@@ -10,7 +12,9 @@
   var status = document.getElementById("pg-status");
   var captions = document.getElementById("pg-captions");
   var textForm = document.getElementById("pg-text");
-  var ws = null, ctx = null, stream = null, playAt = 0, current = null;
+  var player = document.getElementById("pg-audio");
+  var conn = null, ctx = null, stream = null, playAt = 0, current = null;
+  var LOOPBACK = ["127.0.0.1", "localhost", "[::1]"].indexOf(location.hostname) >= 0;
 
   function say(text) { status.textContent = text; }
 
@@ -41,6 +45,7 @@
   }
 
   function play(base64) {
+    if (!ctx) return;
     var bin = atob(base64), n = bin.length >> 1;
     var buf = ctx.createBuffer(1, n, 24000), ch = buf.getChannelData(0);
     for (var i = 0; i < n; i++) {
@@ -57,7 +62,7 @@
 
   function onEvent(ev) {
     switch (ev.type) {
-      case "session.created": say("Connected: speak, or type below."); break;
+      case "session.created": say("Connected (" + conn.kind + "): speak, or type below."); break;
       case "conversation.item.input_audio_transcription.completed":
         caption("you", "You: " + ev.transcript); break;
       case "response.output_audio_transcript.delta":
@@ -72,17 +77,95 @@
   }
 
   function stop() {
-    if (ws) ws.close(1000);
+    if (conn) conn.close();
     if (stream) stream.getTracks().forEach(function (t) { t.stop(); });
     if (ctx) ctx.close();
-    ws = ctx = stream = null;
+    conn = ctx = stream = null;
     startBtn.disabled = false;
     stopBtn.disabled = true;
+  }
+
+  function mic() {
+    return navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1, echoCancellation: true } })
+      .then(function (s) { stream = s; return s; });
+  }
+
+  // WebSocket: events as JSON text, the microphone as input_audio_buffer.append
+  function overWebSocket(minted) {
+    ctx = new AudioContext({ sampleRate: 24000 });
+    var scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    var ws = new WebSocket(scheme + location.host + "/v1/realtime?model=" +
+                           encodeURIComponent(minted.model),
+                           ["realtime", "openai-insecure-api-key." + minted.value]);
+    conn = { kind: "WebSocket",
+             send: function (ev) { if (ws.readyState === 1) ws.send(JSON.stringify(ev)); },
+             close: function () { ws.close(1000); } };
+    ws.onmessage = function (m) { try { onEvent(JSON.parse(m.data)); } catch (err) { /* not JSON */ } };
+    ws.onclose = function (c) { say("Closed (" + c.code + (c.reason ? " " + c.reason : "") + ")."); stop(); };
+    return mic().then(function () {
+      return ctx.audioWorklet.addModule("/dashboard/static/pcm-worklet.js");
+    }).then(function () {
+      var node = new AudioWorkletNode(ctx, "pcm-capture");
+      node.port.onmessage = function (m) {
+        conn && conn.send({ type: "input_audio_buffer.append", audio: b64(pcm16(m.data)) });
+      };
+      ctx.createMediaStreamSource(stream).connect(node);
+    }).catch(function (err) { say("No microphone (" + err.message + "): type instead."); });
+  }
+
+  // WebRTC: the call's SDP offer to the gateway, with the client secret
+  function overWebRTC(minted) {
+    var pc = new RTCPeerConnection({ iceServers: [] });
+    var dc = pc.createDataChannel("oai-events");
+    conn = { kind: "WebRTC",
+             send: function (ev) { if (dc.readyState === "open") dc.send(JSON.stringify(ev)); },
+             close: function () { dc.close(); pc.close(); } };
+    dc.onmessage = function (m) { try { onEvent(JSON.parse(m.data)); } catch (err) { /* not JSON */ } };
+    pc.ontrack = function (e) { player.srcObject = e.streams[0] || new MediaStream([e.track]); player.play(); };
+    pc.onconnectionstatechange = function () {
+      if (pc.connectionState === "failed" || pc.connectionState === "closed") {
+        say("Call ended (" + pc.connectionState + ")."); stop();
+      }
+    };
+    return mic().then(function (s) {
+      pc.addTrack(s.getAudioTracks()[0], s);
+      return pc.createOffer();
+    }).then(function (offer) {
+      return pc.setLocalDescription(offer);
+    }).then(function () {
+      return new Promise(function (ok) {
+        if (pc.iceGatheringState === "complete") return ok();
+        pc.addEventListener("icegatheringstatechange", function () {
+          if (pc.iceGatheringState === "complete") ok();
+        });
+      });
+    }).then(function () {
+      var sdp = pc.localDescription.sdp;
+      if (LOOPBACK) {   // the console is on this machine: its loopback candidates are enough
+        sdp = sdp.split("\r\n").filter(function (l) {
+          return l.indexOf("a=candidate:") !== 0 || l.indexOf(" 127.0.0.1 ") >= 0;
+        }).join("\r\n");
+      }
+      return fetch("/v1/realtime/calls?model=" + encodeURIComponent(minted.model), {
+        method: "POST", body: sdp,
+        headers: { "Authorization": "Bearer " + minted.value, "Content-Type": "application/sdp" } });
+    }).then(function (r) {
+      return r.text().then(function (body) {
+        if (r.status !== 201) {
+          var msg = body;
+          try { msg = JSON.parse(body).error.message; } catch (e) { /* plain text */ }
+          throw new Error(msg);
+        }
+        return pc.setRemoteDescription({ type: "answer", sdp: body });
+      });
+    });
   }
 
   form.addEventListener("submit", function (e) {
     e.preventDefault();
     startBtn.disabled = true;
+    captions.textContent = "";
+    current = null;
     var fd = new FormData(form);
     say("Minting a client secret…");
     fetch("/dashboard/playground/secret", {
@@ -95,41 +178,22 @@
         return d;
       });
     }).then(function (minted) {
-      ctx = new AudioContext({ sampleRate: 24000 });
-      var scheme = location.protocol === "https:" ? "wss://" : "ws://";
-      ws = new WebSocket(scheme + location.host + "/v1/realtime?model=" +
-                         encodeURIComponent(minted.model),
-                         ["realtime", "openai-insecure-api-key." + minted.value]);
-      ws.onmessage = function (m) { try { onEvent(JSON.parse(m.data)); } catch (err) { /* not JSON */ } };
-      ws.onclose = function (c) { say("Closed (" + c.code + (c.reason ? " " + c.reason : "") + ")."); stop(); };
       stopBtn.disabled = false;
       say("Connecting…");
-      return navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1, echoCancellation: true } })
-        .then(function (s) {
-          stream = s;
-          return ctx.audioWorklet.addModule("/dashboard/static/pcm-worklet.js");
-        }).then(function () {
-          var node = new AudioWorkletNode(ctx, "pcm-capture");
-          node.port.onmessage = function (m) {
-            if (ws && ws.readyState === 1) {
-              ws.send(JSON.stringify({ type: "input_audio_buffer.append", audio: b64(pcm16(m.data)) }));
-            }
-          };
-          ctx.createMediaStreamSource(stream).connect(node);
-        }).catch(function (err) { say("No microphone (" + err.message + "): type instead."); });
+      return fd.get("transport") === "websocket" ? overWebSocket(minted) : overWebRTC(minted);
     }).catch(function (err) { say("Could not start: " + err.message); stop(); });
   });
 
-  stopBtn.addEventListener("click", stop);
+  stopBtn.addEventListener("click", function () { say("Stopped."); stop(); });
 
   textForm.addEventListener("submit", function (e) {
     e.preventDefault();
     var text = textForm.elements.text.value.trim();
-    if (!text || !ws || ws.readyState !== 1) return;
+    if (!text || !conn) return;
     caption("you", "You: " + text);
-    ws.send(JSON.stringify({ type: "conversation.item.create", item: {
-      type: "message", role: "user", content: [{ type: "input_text", text: text }] } }));
-    ws.send(JSON.stringify({ type: "response.create" }));
+    conn.send({ type: "conversation.item.create", item: {
+      type: "message", role: "user", content: [{ type: "input_text", text: text }] } });
+    conn.send({ type: "response.create" });
     textForm.elements.text.value = "";
   });
 })();
