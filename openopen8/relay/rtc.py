@@ -50,6 +50,10 @@ from aiortc.mediastreams import MediaStreamError
 from ..events import Event, new_event_id, wire_event
 
 log = logging.getLogger("openopen8.webrtc")
+# aioice logs every connectivity check at INFO: a gateway's log wants one line per call
+for _name in ("aioice", "aiortc"):
+    if logging.getLogger(_name).level == logging.NOTSET:
+        logging.getLogger(_name).setLevel(logging.WARNING)
 
 RATE = 24000                 # the chain's audio: PCM16 mono 24 kHz
 FRAME_MS = 20
