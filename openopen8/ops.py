@@ -493,10 +493,16 @@ async def list_sessions(store: Any, *, token: str | None = None, model: str | No
         raise StoreError(f"state must be one of {', '.join(SESSION_STATES)} (got {state!r})")
     lim = _parse_int(limit, "limit", 1, 500) or 50
     off = _parse_int(offset, "offset", 0) or 0
+    bounds = {}
+    for name, value in (("since", since), ("until", until)):
+        try:
+            bounds[name] = parse_when(value, end=name == "until")
+        except StoreError as exc:
+            raise StoreError(f"{name}: {exc}") from None
     rows, total = await store.list_sessions(
         token=token or None, model=model or None, channel=channel or None,
         close_code=_parse_int(close_code, "close_code", 0, 4999),
-        since=parse_when(since), until=parse_when(until, end=True),
+        since=bounds["since"], until=bounds["until"],
         state=None if state == "all" else state, limit=lim, offset=off)
     return {"total": total, "limit": lim, "offset": off,
             "sessions": [session_view(r) for r in rows]}

@@ -42,8 +42,9 @@ async def call(http, method, path, body=None, **kw):
             return r.status, text
 
 
-async def test_tokens_crud_with_validation_errors(env):
+async def test_tokens_crud_with_validation_errors(env, caplog):
     g, up, http = env
+    caplog.set_level("INFO", logger="openopen8.admin")
     st, body = await call(http, "POST", "/admin/tokens", {
         "name": "alice", "models": ["gpt-realtime"], "quota_usd": "2.5", "max_sessions": 3,
         "origins": ["https://app.example"], "log_transcripts": True})
@@ -96,6 +97,11 @@ async def test_tokens_crud_with_validation_errors(env):
     assert st == 200
     assert (await call(http, "GET", "/admin/tokens"))[1] == []
     assert (await call(http, "DELETE", "/admin/tokens/alice"))[0] == 404
+    # every change is one audit line, never a secret
+    lines = [r.getMessage() for r in caplog.records if r.name == "openopen8.admin"]
+    assert "admin POST /admin/tokens -> 201 client=127.0.0.1 via=admin_token" in lines
+    assert "admin DELETE /admin/tokens/alice -> 200 client=127.0.0.1 via=admin_token" in lines
+    assert not any(secret in m or ADMIN in m for m in lines)
 
 
 async def test_channels_crud_and_real_handshake_tests(env):
@@ -192,7 +198,8 @@ async def test_sessions_live_past_and_ended_through_the_api(env):
     st, page = await call(http, "GET", "/admin/sessions", params={"limit": 1, "offset": 1})
     assert page["sessions"] == [] and page["total"] == 1
     for q, field in (({"close_code": "x"}, "close_code"), ({"limit": "0"}, "limit"),
-                     ({"state": "zombie"}, "state"), ({"since": "yesterday"}, "since")):
+                     ({"state": "zombie"}, "state"), ({"since": "yesterday"}, "since"),
+                     ({"until": "2026-02-30"}, "until")):
         st, err = await call(http, "GET", "/admin/sessions", params=q)
         assert st == 400 and err["error"]["param"] == field, (q, err)
     assert (await call(http, "DELETE", f"/admin/sessions/{s['id']}"))[0] == 404

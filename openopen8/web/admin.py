@@ -112,6 +112,18 @@ def check_admin_token(gw: Any, client: str, given: str) -> GatewayError | None:
     return None
 
 
+async def _audited(request: web.Request, handler: Any, client: str,
+                   who: str) -> web.StreamResponse:
+    """Run a change and write one INFO line: method, path (names only: no
+    body, never a secret), status, client address, and who (console or
+    token)."""
+    resp = await handler(request)
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        log.info("admin %s %s -> %d client=%s via=%s", request.method, request.path[:120],
+                 resp.status, client or "-", who)
+    return resp
+
+
 @web.middleware
 async def _admin_only(request: web.Request, handler: Any) -> web.StreamResponse:
     if not request.path.startswith("/admin/"):
@@ -123,13 +135,13 @@ async def _admin_only(request: web.Request, handler: Any) -> web.StreamResponse:
     if not given and cookie_auth is not None:
         verdict = cookie_auth(request)
         if verdict is True:
-            return await handler(request)
+            return await _audited(request, handler, client, "console")
         if isinstance(verdict, GatewayError):
             return _refuse(request, client, verdict)
     problem = check_admin_token(gw, client, given)
     if problem is not None:
         return _refuse(request, client, problem)
-    return await handler(request)
+    return await _audited(request, handler, client, "admin_token")
 
 
 async def _body(request: web.Request, model: Any) -> Any:
@@ -338,8 +350,6 @@ async def sessions(request: web.Request) -> web.Response:
 def _param_error(exc: StoreError, names: tuple[str, ...]) -> web.Response:
     text = str(exc)
     param = next((n for n in names if text.startswith(n)), None)
-    if param is None and text.startswith("not a date"):
-        param = "since"
     return _error(400, text, "invalid_value", param)
 
 
