@@ -172,3 +172,52 @@ async def test_chromium_calls_the_openai_channel_and_the_appends_match_the_speec
             assert row["via"] == "webrtc"
         finally:
             await g.stop()
+
+
+async def test_a_killed_browser_ends_its_call_with_the_usage_settled(tmp_path):
+    """Chromium is killed mid-answer (SIGKILL: no hang-up, no SCTP abort):
+    the gateway's liveness watchdog ends the session and the response in
+    flight is billed."""
+    import os
+    import signal
+
+    import psutil
+
+    async with StandIn(ping_interval=0) as up:
+        up.script = Script(text="A long answer.", audio_deltas=40, delay=0.05)
+        g = await start_gateway(tmp_path, **FAST, webrtc_idle_seconds=1.0)
+        runner, origin = await page_server()
+        g.gw.settings.cors_origins = [origin]
+        try:
+            await g.channel("standin", up.base_url, ["gpt-realtime"])
+            token = await g.token()
+            question = synthesize_pcm24k("What is the capital of France?", lead_ms=0)
+            mic = wav(tmp_path / "q.wav", bytes(48 * LEAD_MS) + question + bytes(48 * TAIL_MS))
+            killed = []
+            try:
+                async with chromium(fake_audio=mic,
+                                    extra_flags=["--allow-loopback-in-peer-connection"]) as browser:
+                    page = await browser.new_page()
+                    await page.goto(origin + "/")
+                    assert await page.evaluate("([g, t, m]) => call(g, t, m, null)",
+                                               [g.http, token, "gpt-realtime"]) == 201
+                    async with asyncio.timeout(25):
+                        while "output_audio_buffer.started" not in [
+                                e["type"] for e in await page.evaluate("window.events")]:
+                            await asyncio.sleep(0.1)
+                    for p in psutil.Process().children(recursive=True):   # ours: chromium's
+                        if "chrom" in p.name().lower():
+                            os.kill(p.pid, signal.SIGKILL)
+                            killed.append(p.pid)
+            except AssertionError:
+                raise
+            except Exception:  # noqa: BLE001 - Playwright finds its browser gone on the way out
+                pass
+            assert killed
+            [row] = await eventually(lambda: closed_sessions(g), timeout=15)
+            assert row["via"] == "webrtc" and row["closed_by"] == "client"
+            billed = [r for r in await table(g, "ledger") if r["kind"] == "response"]
+            assert len(billed) == 1 and billed[0]["cost_nanos"] > 0
+        finally:
+            await runner.cleanup()
+            await g.stop()
