@@ -246,7 +246,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"meta": {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                        "cpus": os.cpu_count(), "steps": a.steps,
                                        "duration_s": a.duration, "turn_every": a.turn_every,
-                                       "limit_ms": a.limit_ms, "run_dir": str(run_dir)},
+                                       "limit_ms": a.limit_ms, "run_dir": str(run_dir),
+                                       "loadavg_start": os.getloadavg()},
                               "steps": [], "summary": {}}
     procs: list[subprocess.Popen] = []
     standin = load = None
@@ -317,6 +318,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             result["admissions"] = adm = admissions(db_url, a.admissions, 32)
             log(f"admissions on one token: {adm['per_s']:.0f}/s, p50 {adm['p50_ms']:.1f} ms, "
                 f"p99 {adm['p99_ms']:.1f} ms ({adm['concurrency']} at once, two engines)")
+        result["meta"]["loadavg_end"] = os.getloadavg()
         result["summary"] = summarize(result)
     finally:
         if load is not None:
@@ -374,7 +376,10 @@ def main(argv: list[str] | None = None) -> int:
     result = run(a)
     if a.json:
         a.json.write_text(json.dumps(result, indent=1, default=str))
-    print("\nat the largest N whose added p99 < %g ms (CPU in cores over the window):"
+    m = result["meta"]
+    print(f"\nload average {m['loadavg_start'][0]:.2f} at the start, "
+          f"{m.get('loadavg_end', [float('nan')])[0]:.2f} at the end ({m['cpus']} CPUs)")
+    print("at the largest N whose added p99 < %g ms (CPU in cores over the window):"
           % a.limit_ms)
     for name, s in result["summary"].items():
         if not s.get("max_sessions"):
