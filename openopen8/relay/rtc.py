@@ -530,7 +530,9 @@ class RtcEndpoint:
             if p.current and p.current[0] == rid:
                 p.done_items.add(p.current[1])
         elif t == "input_audio_buffer.speech_started" and p.busy():
+            self._deliver(ev)              # then what it caused, in OpenAI's order
             self._interrupt(cancel=False)
+            return
         self._deliver(ev)
 
     async def attach_sideband(self, ws: Any) -> None:
