@@ -201,6 +201,7 @@ async def test_the_operator_console_in_a_real_browser(tmp_path):
                 assert "web-app" in Path(csv_path).read_text()
                 await page.click("nav >> text=Overview")
                 assert await page.text_content("#live-count") == "0"
+                assert "session.created" in await page.text_content("#test-standin")  # last test
                 await page.screenshot(path=str(shots / "overview.png"))
 
                 # the playground: a client secret minted by the console; over WebRTC the

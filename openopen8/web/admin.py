@@ -29,6 +29,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+from datetime import datetime, timezone
 from typing import Any
 
 from aiohttp import web
@@ -48,6 +49,9 @@ GATEWAY = web.AppKey("gateway", object)
 #: cookie sessions): ``fn(request) -> None`` (not its cookie), True (allowed) or
 #: a GatewayError to refuse with
 COOKIE_AUTH = web.AppKey("cookie_auth", object)
+
+#: each channel's last test result on this instance (name -> result), for the console
+LAST_TESTS = web.AppKey("last_tests", dict)
 
 _FLAG = re.compile(r"--([a-z][a-z-]*)")
 
@@ -329,7 +333,10 @@ async def channel_test(request: web.Request) -> web.Response:
     found = [c for c in await gw.store.list_channels() if c.name == name]
     if not found:
         return store_error(StoreError(f"no channel named {name!r}"))
-    return web.json_response(await ops.test_channel(gw.router, found[0], body.model))
+    result = await ops.test_channel(gw.router, found[0], body.model)
+    result["at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    request.app[LAST_TESTS][name] = result      # the console's channel health shows it
+    return web.json_response(result)
 
 
 # ---- sessions --------------------------------------------------------------------
@@ -404,6 +411,7 @@ async def openapi_doc(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.middlewares.append(_admin_only)
+    app[LAST_TESTS] = {}
     r = app.router
     r.add_get("/admin/openapi.json", openapi_doc)
     r.add_get("/admin/overview", overview)

@@ -30,7 +30,7 @@ from aiohttp import web
 from ... import ops
 from ...errors import ForbiddenError, GatewayError
 from ...store.base import StoreError
-from ..admin import COOKIE_AUTH, GATEWAY, check_admin_token
+from ..admin import COOKIE_AUTH, GATEWAY, LAST_TESTS, check_admin_token
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -273,6 +273,17 @@ def logged_in(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamR
 
 # ---- pages ---------------------------------------------------------------------------
 
+def last_test(request: web.Request, name: str) -> str:
+    """A channel's last test on this instance, as its output shows one."""
+    r = request.app[LAST_TESTS].get(name)
+    if r is None:
+        return f'<output id="test-{e(name)}" aria-live="polite"></output>'
+    text = (f'✓ {r["event"] or r["detail"]} in {r["seconds"]:.2f} s' if r["ok"] else
+            f'✗ {r["kind"] or "failed"}: {r["detail"]} ({r["seconds"]:.2f} s)')
+    return (f'<output id="test-{e(name)}" aria-live="polite" class="{"pass" if r["ok"] else "fail"}"'
+            f' title="tested {e(r["at"])}">{e(text)}</output>')
+
+
 def _live_rows(live: list[dict[str, Any]], with_end: bool = True) -> list[list[str]]:
     rows = []
     for s in live:
@@ -311,11 +322,11 @@ async def overview(request: web.Request, login: Login) -> web.Response:
               + bars([(d["day"], d["cost_nanos"] / 1e9) for d in ov["days"]],
                      lambda v: f"${v:.4f}", "Cost per day, USD (7 days)")
               + "</div>")
-    health = table(["Channel", "Type", "Models", "Priority", "State", "Test"], [
+    health = table(["Channel", "Type", "Models", "Priority", "State", "Last test"], [
         [e(c["name"]), e(c["type"]), e(", ".join(c["models"])), e(c["priority"]),
          '<span class="ok">enabled</span>' if c["enabled"] else '<span class="bad">disabled</span>',
          button("Test", "POST", f"/admin/channels/{c['name']}/test", then="show",
-                out=f"test-{c['name']}") + f'<output id="test-{e(c["name"])}"></output>']
+                out=f"test-{c['name']}") + last_test(request, c["name"])]
         for c in chans], empty="No channels: add one on the Channels page.")
     body = (f"<h1>Overview</h1>{cards}{charts}<h2>Live sessions</h2>"
             f'{table(LIVE_HEAD, _live_rows(ov["live"]), "No live sessions.")}'
@@ -405,8 +416,7 @@ async def channels_page(request: web.Request, login: Login) -> web.Response:
             e(", ".join(c.models)), prio, e(c.weight),
             '<span class="ok">enabled</span>' if c.enabled else '<span class="bad">disabled</span>',
             button("Test", "POST", f"/admin/channels/{c.name}/test", then="show",
-                   out=f"test-{c.name}", cls="primary")
-            + f'<output id="test-{e(c.name)}" aria-live="polite"></output>',
+                   out=f"test-{c.name}", cls="primary") + last_test(request, c.name),
             toggle + button("Remove", "DELETE", f"/admin/channels/{c.name}", cls="quiet",
                             confirm=f"Remove channel {c.name}?")])
     form = """
@@ -501,6 +511,11 @@ async def sessions_page(request: web.Request, login: Login) -> web.Response:
             f'<div id="live">{table(LIVE_HEAD, _live_rows(live), "No live sessions.")}</div>'
             f"<h2>All sessions</h2>{form}{problem}")
     if past is not None:
+        running = {s["id"]: s for s in live}
+        for s in past["sessions"]:      # a running session's counters are this instance's
+            if s["id"] in running:
+                s.update({k: running[s["id"]][k] for k in ("events_in", "events_out",
+                                                           "cost_usd", "channel")})
         rows = [[f'<a href="/dashboard/sessions/{e(s["id"])}">{e(s["id"])}</a>', e(s["token"]),
                  e(s["model"]), e(s["channel"]), when(s["opened_at"]),
                  when(s["closed_at"]) if s["closed_at"] else '<span class="ok">open</span>',
