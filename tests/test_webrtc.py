@@ -346,3 +346,20 @@ async def test_the_clients_clear_cuts_the_answer_and_cancels_the_response(g, ups
         assert "output_audio_buffer.clear" not in kinds        # answered at the gateway
     finally:
         await c.close()
+
+
+async def test_no_free_media_port_is_a_503_before_any_media(tmp_path, upstream):
+    from tests.conftest import start_gateway
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:   # the whole "range"
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        g = await start_gateway(tmp_path, **FAST, webrtc_port_min=port, webrtc_port_max=port)
+        try:
+            await g.channel("standin", upstream.base_url, [MODEL])
+            c = await rtckit.call(g.http, await g.token(), model=MODEL)
+            assert c.status == 503 and c.events[0]["error"]["code"] == "webrtc_ports_exhausted"
+            rows = await table(g, "sessions")
+            assert all(r["closed_at"] is not None for r in rows)     # the reservation undone
+        finally:
+            await g.stop()

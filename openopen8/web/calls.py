@@ -262,6 +262,8 @@ async def create_call(request: web.Request) -> web.StreamResponse:
         rtc.restrict_ice(pc, hosts, st.webrtc_port_min, st.webrtc_port_max)
         await pc.setLocalDescription(await pc.createAnswer())
         answer = pc.localDescription.sdp
+        if "a=candidate:" not in answer:
+            raise _NoPort()
     except BaseException as exc:
         await upstream.close(1000)
         await gw.ledger.abandon(s)
@@ -269,6 +271,14 @@ async def create_call(request: web.Request) -> web.StreamResponse:
             await asyncio.wait_for(pc.close(), 5)
         except Exception:  # noqa: BLE001
             pass
+        if isinstance(exc, _NoPort):
+            log.warning("call refused: no UDP port could be bound for its media (webrtc_host "
+                        "%s, ports %s-%s)", st.webrtc_host or st.host, st.webrtc_port_min,
+                        st.webrtc_port_max)
+            return _refused(request, client, GatewayError(
+                "The gateway has no free port for the call's media; retry later.",
+                code="webrtc_ports_exhausted", status=503, type="server_error",
+                headers={"Retry-After": "1"}))
         if isinstance(exc, Exception):
             log.info("call refused: the offer could not be answered: %s", exc)
             return _refused(request, client, GatewayError(
@@ -292,6 +302,10 @@ async def create_call(request: web.Request) -> web.StreamResponse:
     log.info("call %s answered: session=%s token=%s", call_id, s.id, who.name)
     return web.Response(status=201, text=answer, content_type="application/sdp",
                         headers={"Location": f"/v1/realtime/calls/{call_id}"})
+
+
+class _NoPort(Exception):
+    """No host candidate could be gathered (the UDP port range is used up)."""
 
 
 def _find(gw: Any, who: Any, call_id: str) -> Call:
@@ -353,8 +367,17 @@ async def sideband(gw: Any, door: Any, head: Any) -> None:
     await call.endpoint.attach_sideband(ws)     # until it or the call ends
 
 
+async def _calls_ended(app: web.Application) -> None:
+    """At shutdown (after the gateway closed the sessions): each call's peer
+    connection closed before the loop goes."""
+    tasks = [c.task for c in live_calls(app[GATEWAY]).values() if c.task is not None]
+    if tasks:
+        await asyncio.wait(tasks, timeout=10)
+
+
 def add_routes(app: web.Application) -> None:
     app.middlewares.append(cors)
+    app.on_cleanup.append(_calls_ended)
     app.router.add_post("/v1/realtime/calls", create_call)
     app.router.add_post("/v1/realtime/calls/{call_id}/hangup", hangup)
     # a preflight needs a route to reach the middleware
