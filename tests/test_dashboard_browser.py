@@ -244,6 +244,11 @@ async def test_the_operator_console_in_a_real_browser(tmp_path):
                 width = await mobile.evaluate("document.documentElement.scrollWidth")
                 assert width <= 390                                    # nothing wider than a phone
                 await mobile.screenshot(path=str(shots / "phone-dark.png"), full_page=True)
+                for path in ("/", "/tokens", "/channels", "/usage?by=token", "/sessions",
+                             "/playground"):
+                    await mobile.goto(f"{base}/dashboard{path}")
+                    width = await mobile.evaluate("document.documentElement.scrollWidth")
+                    assert width <= 390, (path, width)
                 await phone.close()
                 assert errors == []
         finally:
