@@ -112,3 +112,46 @@ def test_assets_ship_in_the_package():
         assert (here / name).is_file(), name
     pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text()
     assert '"openopen8.web.dashboard" = ["templates/*", "static/*"]' in pyproject
+
+
+async def test_a_login_holds_on_every_instance_until_the_admin_token_changes(tmp_path):
+    """Two instances sharing the server secret and the database (a deployment
+    behind a load balancer): a console login made on one is good on the other;
+    a forged, altered or expired cookie is not; a new admin token ends them all."""
+    from pydantic import SecretStr
+
+    from openopen8.web.dashboard import CONSOLE
+
+    shared = dict(admin_token=ADMIN, secret_key="shared-secret-1",
+                  database_url=f"sqlite:///{tmp_path / 'shared.db'}")
+    a = await start_gateway(tmp_path / "a", **shared)
+    b = await start_gateway(tmp_path / "b", **shared)
+    try:
+        async with aiohttp.ClientSession(a.http) as http:
+            r = await login(http)
+            cookie = r.cookies["oo8_console"].value
+        async with aiohttp.ClientSession(b.http, cookies={"oo8_console": cookie}) as other:
+            async with other.get("/dashboard/tokens") as r:
+                assert r.status == 200
+                csrf = csrf_of(await r.text())
+            async with other.post("/admin/tokens", json={"name": "via-b"},
+                                  headers={"X-CSRF-Token": csrf}) as r:
+                assert r.status == 201
+        console = b.server.runner.app[CONSOLE]
+        body, mac = cookie.rsplit(".", 1)
+        _, expires, nonce = body.split(".")
+        past = f"v1.{int(expires) - 13 * 3600}.{nonce}"
+        for bad in (cookie[:-2] + "xx",                                   # altered
+                    f"v1.{int(expires) + 3600}.{nonce}.{mac}",            # extended
+                    f"{past}.{console._mac(console._key(), past)}",       # expired
+                    "v1.1.2", "nonsense"):
+            async with aiohttp.ClientSession(b.http, cookies={"oo8_console": bad}) as other:
+                async with other.get("/admin/tokens") as r:
+                    assert r.status == 401, bad
+        b.gw.settings.admin_token = SecretStr("a-new-admin-token")
+        async with aiohttp.ClientSession(b.http, cookies={"oo8_console": cookie}) as other:
+            async with other.get("/admin/tokens") as r:
+                assert r.status == 401
+    finally:
+        await b.stop()
+        await a.stop()

@@ -3,9 +3,10 @@ same operations as the admin API and the CLI (:mod:`openopen8.ops`), and a
 little vanilla script (static/app.js) for the buttons.
 
 * Login: a form takes the admin token (checked and braked like the admin
-  API's), then a random session id in an ``HttpOnly``, ``SameSite=Strict``
-  cookie; sessions live in this process's memory (``console_hours``), so a
-  restart logs everyone out.  The admin token is never put in a page.
+  API's), then an ``HttpOnly``, ``SameSite=Strict`` cookie signed with a key
+  from the server secret and the admin token (:class:`Console`): valid on
+  every instance sharing ``secret_key``, for 12 hours, until the admin token
+  changes or the operator logs out.  The admin token is never put in a page.
 * Every change -- a form post or a script's call to ``/admin/*`` with the
   cookie -- carries the session's CSRF token (a hidden field, or the
   ``X-CSRF-Token`` header from ``<meta name="csrf-token">``).
@@ -14,6 +15,8 @@ little vanilla script (static/app.js) for the buttons.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import json
 import secrets
@@ -28,6 +31,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from ... import ops
+from ...crypto import server_secret
 from ...errors import ForbiddenError, GatewayError
 from ...store.base import StoreError
 from ..admin import COOKIE_AUTH, GATEWAY, LAST_TESTS, check_admin_token
@@ -35,8 +39,8 @@ from ..admin import COOKIE_AUTH, GATEWAY, LAST_TESTS, check_admin_token
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
 COOKIE = "oo8_console"
-#: a console login lasts this long without use
-IDLE_SECONDS = 12 * 3600
+#: a console login lasts this long
+LOGIN_SECONDS = 12 * 3600
 CONSOLE = web.AppKey("console", object)
 
 _LAYOUT = Template((HERE / "templates" / "layout.html").read_text())
@@ -50,44 +54,64 @@ PAGES = (("overview", "Overview", "/dashboard/"), ("tokens", "Tokens", "/dashboa
 
 @dataclass
 class Login:
+    nonce: str
+    expires: int        # Unix time
     csrf: str
-    last: float
 
 
 class Console:
-    """The console's logins (in memory)."""
+    """The console's logins: signed cookies, so every gateway instance that
+    shares the server secret (``secret_key``) knows them -- no session
+    store.  The signing key is derived from the server secret *and* the
+    admin token: changing ``admin_token`` logs every console out.  A login
+    lasts :data:`LOGIN_SECONDS`; logging out revokes it on this instance
+    (the browser drops the cookie everywhere)."""
 
-    def __init__(self) -> None:
-        self.logins: dict[str, Login] = {}
+    def __init__(self, gw: Any) -> None:
+        self.gw = gw
+        self._secret: bytes | None = None
+        self.revoked: dict[str, int] = {}      # nonce -> its expiry
 
-    def new(self) -> tuple[str, Login]:
-        self._expire()
-        sid = secrets.token_urlsafe(32)
-        login = Login(csrf=secrets.token_urlsafe(24), last=time.monotonic())
-        self.logins[sid] = login
-        return sid, login
+    def _key(self) -> bytes | None:
+        token = self.gw.settings.admin_token
+        if token is None or not token.get_secret_value():
+            return None
+        if self._secret is None:
+            self._secret = server_secret(self.gw.settings.secret_key,
+                                         self.gw.settings.data_dir).encode()
+        return hashlib.sha256(b"openopen8-console\0" + self._secret + b"\0"
+                              + token.get_secret_value().encode()).digest()
+
+    @staticmethod
+    def _mac(key: bytes, text: str) -> str:
+        digest = hmac.new(key, text.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+    def new(self) -> str:
+        """A new login's cookie value."""
+        key = self._key()
+        assert key is not None     # the login was checked against the admin token
+        body = f"v1.{int(time.time()) + LOGIN_SECONDS}.{secrets.token_urlsafe(16)}"
+        return f"{body}.{self._mac(key, body)}"
 
     def get(self, request: web.Request) -> Login | None:
-        sid = request.cookies.get(COOKIE)
-        login = self.logins.get(sid) if sid else None
-        if login is None:
+        value = request.cookies.get(COOKIE, "")
+        key = self._key()
+        parts = value.split(".")
+        if key is None or len(parts) != 4 or parts[0] != "v1" or not parts[1].isdigit():
             return None
-        now = time.monotonic()
-        if now - login.last > IDLE_SECONDS:
-            self.logins.pop(sid, None)
+        body = ".".join(parts[:3])
+        if not hmac.compare_digest(parts[3].encode(), self._mac(key, body).encode()):
             return None
-        login.last = now
-        return login
+        expires, nonce = int(parts[1]), parts[2]
+        if expires <= time.time() or nonce in self.revoked:
+            return None
+        return Login(nonce, expires, self._mac(key, "csrf." + nonce))
 
-    def drop(self, request: web.Request) -> None:
-        sid = request.cookies.get(COOKIE)
-        if sid:
-            self.logins.pop(sid, None)
-
-    def _expire(self) -> None:
-        now = time.monotonic()
-        for sid in [s for s, lg in self.logins.items() if now - lg.last > IDLE_SECONDS]:
-            del self.logins[sid]
+    def drop(self, login: Login) -> None:
+        now = time.time()
+        self.revoked = {n: x for n, x in self.revoked.items() if x > now}
+        self.revoked[login.nonce] = login.expires
 
     def admin_verdict(self, request: web.Request) -> Any:
         """For the admin API: True when the request is a logged-in console's
@@ -241,10 +265,9 @@ async def login_post(request: web.Request) -> web.StreamResponse:
                 "The admin API is disabled: set admin_token to use the console."
                 if problem.code == "admin_api_disabled" else "That is not the admin token.")
         return _login_page(text, status=problem.status)
-    sid, _ = request.app[CONSOLE].new()
     resp = web.HTTPSeeOther("/dashboard/")
-    resp.set_cookie(COOKIE, sid, httponly=True, samesite="Strict", path="/",
-                    secure=request.secure, max_age=IDLE_SECONDS)
+    resp.set_cookie(COOKIE, request.app[CONSOLE].new(), httponly=True, samesite="Strict",
+                    path="/", secure=request.secure, max_age=LOGIN_SECONDS)
     raise resp
 
 
@@ -253,7 +276,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     login = console.get(request)
     form = await request.post()
     if login is not None and csrf_ok(login, str(form.get("csrf", ""))):
-        console.drop(request)
+        console.drop(login)
     resp = web.HTTPSeeOther("/dashboard/login")
     resp.del_cookie(COOKIE, path="/")
     raise resp
@@ -682,7 +705,7 @@ async def root(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
-    console = Console()
+    console = Console(app[GATEWAY])
     app[CONSOLE] = console
     app[COOKIE_AUTH] = console.admin_verdict
     r = app.router
