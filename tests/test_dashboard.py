@@ -11,6 +11,7 @@ from pathlib import Path
 
 import aiohttp
 
+from openopen8.auth import hash_secret
 from openopen8.web import dashboard
 from tests.conftest import start_gateway
 
@@ -155,3 +156,36 @@ async def test_a_login_holds_on_every_instance_until_the_admin_token_changes(tmp
     finally:
         await b.stop()
         await a.stop()
+
+
+async def test_the_playground_secret_follows_the_token_policy(tmp_path):
+    """The console mints a one-use secret for the token picked; the session
+    it starts transcribes with the model the token's policy pins, and a voice
+    the policy does not allow is refused naming the parameter."""
+    g = await start_gateway(tmp_path, admin_token=ADMIN)
+    try:
+        await g.channel("up", "http://127.0.0.1:9/v1", ["gpt-realtime"])
+        async with aiohttp.ClientSession(g.http, cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            await login(http)
+            async with http.get("/dashboard/playground") as r:
+                csrf = csrf_of(await r.text())
+            h = {"X-CSRF-Token": csrf}
+            async with http.post("/admin/tokens", headers=h, json={"name": "pinned", "policy": {
+                    "voices": ["cedar"], "transcription_model": "gpt-4o-transcribe"}}) as r:
+                assert r.status == 201
+            async with http.post("/dashboard/playground/secret", headers=h, json={
+                    "token": "pinned", "model": "gpt-realtime"}) as r:
+                minted = await r.json()
+                assert r.status == 200 and minted["value"].startswith("ek_")
+            async with http.post("/dashboard/playground/secret", headers=h, json={
+                    "token": "pinned", "model": "gpt-realtime", "voice": "marin"}) as r:
+                assert r.status == 400
+                assert (await r.json())["error"]["param"] == "session.audio.output.voice"
+            async with http.post("/dashboard/playground/secret", headers=h, json={
+                    "token": "nobody", "model": "gpt-realtime"}) as r:
+                assert r.status == 400 and (await r.json())["error"]["param"] == "token"
+        secret, token = await g.gw.store.client_secret_by_hash(hash_secret(minted["value"]))
+        assert token.name == "pinned" and secret.max_uses == 1 and secret.model == "gpt-realtime"
+        assert secret.session["audio"]["input"]["transcription"]["model"] == "gpt-4o-transcribe"
+    finally:
+        await g.stop()

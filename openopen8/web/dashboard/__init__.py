@@ -630,7 +630,7 @@ connects with that secret only, over WebRTC or a WebSocket.</p>
 <form id="playground" class="filters">
   <label>Token {_select("token", tokens, tokens[0], "")}</label>
   <label>Model {_select("model", models, models[0], "")}</label>
-  <label>Voice <input name="voice" value="marin" size="8"></label>
+  <label>Voice <input name="voice" placeholder="default" size="8"></label>
   <label>Transport <select name="transport"><option value="webrtc">WebRTC</option>
     <option value="websocket">WebSocket</option></select></label>
   <button type="submit" class="primary" id="pg-start">Start talking</button>
@@ -669,9 +669,11 @@ async def playground_secret(request: web.Request) -> web.Response:
     if not found:
         return web.json_response({"error": {"message": f"no active token {name!r}",
                                             "param": "token"}}, status=400)
+    # captions need the input transcribed: with the model the token's policy pins, if any
+    transcriber = found[0].policy.get("transcription_model") or "whisper-1"
     session: dict[str, Any] = {"type": "realtime", "model": model, "audio": {
         "input": {"format": {"type": "audio/pcm", "rate": 24000},
-                  "transcription": {"model": "whisper-1"}},
+                  "transcription": {"model": transcriber}},
         "output": {"format": {"type": "audio/pcm", "rate": 24000}}}}
     voice = str(body.get("voice") or "")
     if voice:
