@@ -31,7 +31,6 @@ class TurnLog:
         self.max_pending = max_pending
         self._pending: list[Turn] = []
         self._task: asyncio.Task | None = None
-        self._wake = asyncio.Event()
         self._last_cleanup = 0.0
 
     def add(self, turns: list[Turn]) -> None:

@@ -23,9 +23,6 @@ _TURNS, _SECRETS = schema.session_turns, schema.client_secrets
 CHANNEL_CHANGES = ("base_url", "key_encrypted", "models", "deployments", "api_version",
                    "priority", "weight", "enabled")
 
-TURN_KINDS = ("user", "assistant", "tool_call", "tool_result")
-
-
 @dataclass
 class Turn:
     """One turn of a session's log (never audio)."""
