@@ -25,7 +25,10 @@ Stages have no I/O, so metering works as a hand-over:
   ``bench/relay.py --turn-every N`` measures it beside the periodic flush;
 * the same task renews the leases of this instance's sessions and re-reads
   the spend of tokens in use every ``refresh_seconds``, so spending by other
-  gateway instances (and quota changes from the CLI) reach running sessions.
+  gateway instances (and quota changes from the CLI) reach running sessions;
+  with it, the store says which of this instance's sessions must end (an
+  operator's ``end_requested``, a revoked or expired token): their
+  :class:`Grant` is flagged and the limits stage ends them at its next tick.
 
 A :class:`TokenBalance` is shared by all of a token's sessions in this
 process.  Only Ledger methods change it, each without awaiting in between,
