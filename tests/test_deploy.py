@@ -207,6 +207,8 @@ class Load:
         end = loop.time() + lifetime
         await ws.send_json({"type": "session.update", "session": TEXT_ONLY})
         errors: list[str] = []
+        idle = asyncio.Event()           # no response in flight: the next turn may start
+        idle.set()
 
         async def read() -> None:
             async for msg in ws:
@@ -214,13 +216,16 @@ class Load:
                     ev = msg.json()
                     if ev["type"] == "error":
                         errors.append(ev["error"]["code"])
+                    elif ev["type"] == "response.done":
+                        idle.set()
 
         reader = asyncio.ensure_future(read())
         n = 0
         while loop.time() < end and not reader.done() and self.running:
             await ws.send_json({"type": "input_audio_buffer.append", "audio": chunk})
             n += 1
-            if n % 10 == 0:   # a turn every ~0.5 s: usage to bill
+            if n % 10 == 0 and idle.is_set():   # a turn every ~0.5 s or so: usage to bill
+                idle.clear()
                 await ws.send_json({"type": "input_audio_buffer.commit"})
                 await ws.send_json({"type": "response.create"})
             await asyncio.sleep(0.05)
@@ -238,7 +243,9 @@ class Load:
 async def test_rolling_restart_under_load_drops_no_session_and_bills_every_response(
         tmp_path, pg_url):
     async with deployment(tmp_path, pg_url) as d:
-        d.up.script = Script(text="Fine.", audio_deltas=0)
+        # a response takes ~0.6 s: some are in flight when a drain ends, and
+        # are cancelled and settled then
+        d.up.script = Script(text="Fine, thanks for asking.", audio_deltas=0, delay=0.05)
         load = Load(d.nginx.ws, d.auth())
         rng = random.Random(17)
         workers = [asyncio.ensure_future(load.worker(random.Random(rng.random()), i % 2 == 0))
@@ -270,6 +277,9 @@ async def test_rolling_restart_under_load_drops_no_session_and_bills_every_respo
         reported = sorted(e["response"]["id"] for s in d.up.sessions for e in s.sent
                           if e["type"] == "response.done")
         ledger = sorted(r["ref"] for r in await d.rows("SELECT ref FROM ledger"))
+        # among them responses cut short (a client's close, a drain's end): settled, billed
+        statuses = [r["status"] for r in await d.rows("SELECT status FROM ledger")]
+        assert "cancelled" in statuses and "completed" in statuses
         assert ledger == reported and len(reported) > 20
         [row] = await d.rows("SELECT spent_nanos FROM tokens")
         [(total,)] = [tuple(r.values()) for r in await d.rows("SELECT sum(cost_nanos) FROM ledger")]
@@ -365,6 +375,11 @@ async def test_a_second_signal_ends_the_drain_at_once(tmp_path, pg_url):
         await gw.start()
         async with aiohttp.ClientSession() as http:
             ws = await open_session(http, f"ws://127.0.0.1:{gw.port}/v1/realtime", d)
+            # a response in flight when the session is cut: settled and billed all the same
+            d.up.script = Script(text=" ".join(["word"] * 50), delay=0.1)
+            await ws.send_json({"type": "response.create"})
+            while (await ws.receive_json())["type"] != "response.output_text.delta":
+                pass
             gw.signal()
             async with asyncio.timeout(20):
                 while True:
@@ -373,8 +388,12 @@ async def test_a_second_signal_ends_the_drain_at_once(tmp_path, pg_url):
                             break
                     await asyncio.sleep(0.05)
             gw.signal()
-            msg = await asyncio.wait_for(ws.receive(), 20)
-            assert msg.json()["error"]["code"] == "server_shutting_down"
-            await asyncio.wait_for(ws.receive(), 20)
+            events = [m.json() async for m in ws if m.type == aiohttp.WSMsgType.TEXT]
+            assert [e["error"]["code"] for e in events if e["type"] == "error"] == [
+                "server_shutting_down"]
             assert ws.close_code == 1012
         assert await gw.exited(30) == 0
+        [done] = [e for e in d.up.sessions[-1].sent if e["type"] == "response.done"]
+        assert done["response"]["status"] == "cancelled"
+        [row] = await d.rows("SELECT ref, status FROM ledger")
+        assert dict(row) == {"ref": done["response"]["id"], "status": "cancelled"}
