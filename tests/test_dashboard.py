@@ -189,3 +189,23 @@ async def test_the_playground_secret_follows_the_token_policy(tmp_path):
         assert secret.session["audio"]["input"]["transcription"]["model"] == "gpt-4o-transcribe"
     finally:
         await g.stop()
+
+
+async def test_the_cookie_is_secure_behind_a_trusted_tls_proxy_only(tmp_path):
+    """A proxy that terminates TLS says so with X-Forwarded-Proto: believed
+    from a trusted proxy only (a client cannot make the cookie Secure-less
+    over HTTPS, nor claim HTTPS from elsewhere to no effect)."""
+    for trusted, secure in ((["127.0.0.1"], True), ([], False)):
+        g = await start_gateway(tmp_path / str(secure), admin_token=ADMIN,
+                                trusted_proxies=trusted)
+        try:
+            async with aiohttp.ClientSession(g.http) as http:
+                r = await http.post("/dashboard/login", data={"admin_token": ADMIN},
+                                    headers={"X-Forwarded-Proto": "https"},
+                                    allow_redirects=False)
+                assert r.status == 303
+                assert ("Secure" in r.headers["Set-Cookie"]) is secure
+                r = await login(http)                  # plain HTTP, no header: never Secure
+                assert "Secure" not in r.headers["Set-Cookie"]
+        finally:
+            await g.stop()

@@ -137,6 +137,16 @@ class Proxies:
                 break
         return client
 
+    def https(self, headers: Any, peer: str | None, secure: bool) -> bool:
+        """Whether the client's request came over HTTPS: ``secure`` (this
+        socket's TLS), or a trusted proxy's ``X-Forwarded-Proto: https``
+        (a proxy that terminates TLS)."""
+        if secure:
+            return True
+        ip = _parse(peer or "")
+        return (ip is not None and bool(self._nets) and self._trusted(ip)
+                and headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower() == "https")
+
     def _trusted(self, ip: _Address) -> bool:
         return any(ip in net for net in self._nets)
 
