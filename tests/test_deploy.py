@@ -10,8 +10,12 @@ the stand-in as the OpenAI upstream.
   drained instance finish or get 1012 after ``drain_seconds``, the processes
   exit 0, and the ledger holds exactly the responses the upstream reported;
 * client addresses come from X-Forwarded-For only when nginx (a trusted
-  proxy) wrote it: the brake on failed authentications and the refusal log
-  count the client, not nginx and not a forged header.
+  proxy) wrote it: the brake on failed authentications, the refusal log and
+  the session row name the client, not nginx and not a forged header;
+* the drain on one instance: /healthz 503 ``draining``, new sessions 503
+  ``server_draining`` with Retry-After, running ones on until
+  ``drain_seconds`` then 1012 with their usage settled, exit 0; a second
+  signal ends the drain at once.
 """
 
 from __future__ import annotations
