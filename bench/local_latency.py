@@ -26,7 +26,7 @@ Every figure is printed with the machine's load average: 2 cores are
 shared, so compare configurations within one run.
 
 Run:  PYTHONPATH=. python bench/local_latency.py [--stt whisper-base]
-        [--turn-detection semantic_vad --eagerness auto | --silence-ms 400]
+        [--td server_vad:400,semantic_vad:auto]
         [--sections turns,context,concurrency,bargein,intelligibility]
         [--voices en-us:160,en-gb:140,piper:1.0] [--sessions 1,2,3,4] [--quick]
         [--json out.json]
@@ -286,7 +286,19 @@ async def spoken_turn(t: Talker, clip: np.ndarray, n: int,
                 reply += c.get("transcript") or c.get("text") or ""
     audio_s = sum(len(base64.b64decode(d["delta"])) for _, d in evs
                   if d["type"] == "response.output_audio.delta") / 48000
-    return {"eos_to_audio": first_audio - t_eos if first_audio else None,
+    hints = list(getattr(t.ep.session, "turn_hints", []))
+    tm = t.ep.session.finished[-1].timings if t.ep.session.finished else {}
+    parts = {}
+    if first_audio and stopped:
+        parts["stop_to_audio"] = first_audio - stopped
+    if "llm_first" in tm and "pipeline_start" in tm:
+        parts["llm_first"] = tm["llm_first"] - tm["pipeline_start"]
+    if "tts_first" in tm and "llm_first" in tm:
+        parts["tts_first"] = tm["tts_first"] - tm["llm_first"]
+    if "pipeline_start" in tm and "speech_stopped" in tm:
+        parts["head_start"] = tm["speech_stopped"] - tm["pipeline_start"]
+    return {**parts, "eos_to_audio": first_audio - t_eos if first_audio else None,
+            "hints": hints,
             "eos_to_stopped": stopped - t_eos if stopped else None,
             "heard": heard, "reply": reply, "status": status, "audio_s": audio_s,
             "n_stops": sum(1 for _, d in evs if d["type"] ==
@@ -307,26 +319,34 @@ def line(label: str, xs: list[float]) -> str:
 
 # ----------------------------------------------------------------- sections
 
-async def section_turns(engine, voices: Voices, names: list[str], td, qs, report) -> None:
+async def section_turns(voices: Voices, names: list[str], tds, qs, report) -> None:
+    """Every question in every voice under each turn detection, interleaved
+    (so a change in the machine's load hits every configuration alike)."""
     rows = []
-    for v in names:
-        for q, keys in qs:
-            t = await open_talker(engine, td)
+    plan = [(v, q, keys) for v in names for q, keys in qs]
+    plan += [(names[0], q, None) for q in OPEN_REQUESTS]
+    for v, q, keys in plan:
+        for label, td, eng in tds:
+            t = await open_talker(eng, td)
             r = await spoken_turn(t, voices.say(v, q), 1)
             await t.close()
-            r.update(voice=v, q=q, key=has_key(r["reply"], keys))
+            r.update(voice=v, q=q, key=has_key(r["reply"], keys) if keys else None, td=label)
             rows.append(r)
-    for q in OPEN_REQUESTS:
-        t = await open_talker(engine, td)
-        r = await spoken_turn(t, voices.say(names[0], q), 1)
-        await t.close()
-        r.update(voice=names[0], q=q, key=None)
-        rows.append(r)
-    factual = [r for r in rows if r["key"] is not None]
     report["turns"] = rows
-    print(f"-- turns ({load()}): {len(factual)} factual + {len(OPEN_REQUESTS)} open requests")
+    for label, *_ in tds:
+        print_turns(label, [r for r in rows if r["td"] == label], names)
+
+
+def print_turns(label: str, rows: list[dict[str, Any]], names: list[str]) -> None:
+    factual = [r for r in rows if r["key"] is not None]
+    print(f"-- turns, {label} ({load()}): {len(factual)} factual + "
+          f"{len(rows) - len(factual)} open requests")
     print(line("end of speech → first audio", [r["eos_to_audio"] for r in rows]))
     print(line("end of speech → speech_stopped", [r["eos_to_stopped"] for r in rows]))
+    print(line("speech_stopped → first audio", [r.get("stop_to_audio") for r in rows]))
+    print(line("  reply work started before speech_stopped", [r.get("head_start") for r in rows]))
+    print(line("  LLM first token (from its start)", [r.get("llm_first") for r in rows]))
+    print(line("  first clause + TTS (after 1st token)", [r.get("tts_first") for r in rows]))
     for v in names:
         e = n = 0
         for r in factual:
@@ -342,14 +362,19 @@ async def section_turns(engine, voices: Voices, names: list[str], td, qs, report
     print(f"input WER all          {e / max(n, 1):6.1%}")
     print(f"key word in reply      {sum(r['key'] for r in factual)}/{len(factual)}"
           f"  ({sum(r['key'] for r in exact)}/{len(exact)} when heard exactly)")
-    print(line("reply audio length", [r["audio_s"] for r in rows]).replace(" s ", " s "))
+    print(line("reply audio length", [r["audio_s"] for r in rows]))
     print(f"status incomplete      {sum(r['status'] == 'incomplete' for r in rows)}/{len(rows)}")
     bad = [r for r in rows if _URL.search(r["reply"]) or _FORM.search(r["reply"])]
     print(f"URL/markdown/list      {len(bad)}/{len(rows)}")
-    cut = [r for r in rows if r["reply"].strip() and r["reply"].strip()[-1] not in ".!?"]
+    cut = [r for r in rows if r["reply"].strip() and r["reply"].strip()[-1] not in ".!?\"'"]
     print(f"reply not ending a sentence {len(cut)}/{len(rows)}")
     for r in rows[:: max(1, len(rows) // 8)]:
         print(f"   [{r['voice']}] heard {r['heard']!r} → {r['reply'][:110]!r}")
+    hints = [h for r in rows for h in r.get("hints", [])]
+    if hints:
+        waits = [h[1] for h in hints]
+        print(f"semantic judgements: {len(hints)}; waits {sorted(set(waits))}: "
+              f"{[waits.count(w) for w in sorted(set(waits))]}")
 
 
 async def section_context(engine, voices: Voices, voice: str, td, report) -> None:
@@ -383,6 +408,9 @@ async def section_eot(engine, voices: Voices, voice: str, td, report) -> None:
         stops = [d["audio_end_ms"] for d in t.all("input_audio_buffer.speech_stopped")]
         false_ends += any(ms < resume_ms for ms in stops)
         lat += [max(stops) - resume_ms] if stops else []
+        hints = getattr(t.ep.session, "turn_hints", [])
+        print(f"   {head!r} … {tail!r}: stops at {stops} (resumed at {resume_ms:.0f}); "
+              f"judged {[(round(h[0], 3), h[1], h[2]) for h in hints]}")
         await t.close()
     report["eot_false_ends"] = false_ends
     print(f"-- unfinished sentences with a {MID_PAUSE_MS} ms pause ({load()}): "
@@ -461,10 +489,10 @@ async def section_intelligibility(engine, report) -> None:
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--stt", default=EngineConfig().stt)
-    ap.add_argument("--turn-detection", default="server_vad",
-                    choices=("server_vad", "semantic_vad"))
-    ap.add_argument("--eagerness", default="auto")
-    ap.add_argument("--silence-ms", type=int, default=EngineConfig().silence_duration_ms)
+    ap.add_argument("--td", default=f"server_vad:{EngineConfig().silence_duration_ms}",
+                    help="turn detections, comma-separated: server_vad:<silence ms> or "
+                         "semantic_vad:<eagerness>; turns are interleaved between them, the "
+                         "other sections run once per turn detection")
     ap.add_argument("--voices", default="en-us:160,en-gb:140")
     ap.add_argument("--sections", default="turns,context,eot,concurrency,bargein,"
                                           "intelligibility")
@@ -474,6 +502,9 @@ async def main() -> None:
     ap.add_argument("--json", help="write every figure here")
     ap.add_argument("--set", action="append", default=[],
                     help="engine setting key=value (json value), repeatable")
+    ap.add_argument("--ab", action="append", default=[],
+                    help="a variant: engine settings k=v[;k=v] that do not change the models "
+                         "(e.g. first_clause_words=0); turns interleave with the base")
     args = ap.parse_args()
     extra = {}
     for kv in args.set:
@@ -484,33 +515,46 @@ async def main() -> None:
             extra[k] = v
     cfg = EngineConfig.from_mapping({"stt": args.stt, **extra, **(
         {"speculative_stt_ms": 0} if args.no_speculation else {})})
-    td: dict[str, Any] = ({"type": "semantic_vad", "eagerness": args.eagerness}
-                          if args.turn_detection == "semantic_vad" else
-                          {"type": "server_vad", "silence_duration_ms": args.silence_ms})
+    tds: list[tuple[str, dict[str, Any]]] = []
+    for spec in args.td.split(","):
+        kind, _, arg = spec.partition(":")
+        tds.append((spec, {"type": "semantic_vad", "eagerness": arg or "auto"}
+                    if kind == "semantic_vad" else
+                    {"type": "server_vad", "silence_duration_ms": int(arg or 400)}))
     engine = get_engine(cfg)
     t = time.perf_counter()
     engine.load_sync()
     print(f"local engine voice benchmark: stt={cfg.stt} llm={cfg.llm} tts={cfg.tts} "
-          f"vad={cfg.vad} turn_detection={td} {extra or ''}")
+          f"vad={cfg.vad} turn detection {args.td} {extra or ''}")
     print(f"cold load {time.perf_counter() - t:.1f} s; {os.cpu_count()} cores; {load()}; "
           f"uptime: {os.popen('uptime').read().strip()}")
     voices = Voices(engine)
     names = args.voices.split(",")
     qs = QUESTIONS[:8] if args.quick else QUESTIONS
-    report: dict[str, Any] = {"config": {"stt": cfg.stt, "td": td, "extra": extra}}
+    report: dict[str, Any] = {"config": {"stt": cfg.stt, "td": args.td, "extra": extra}}
     sections = args.sections.split(",")
     t_all = time.perf_counter()
+    variants = [("", engine)]
+    for ab in args.ab:
+        kv = dict(x.split("=", 1) for x in ab.split(";"))
+        variants.append((ab, get_engine(EngineConfig.from_mapping(
+            {"stt": args.stt, **extra, **{k: json.loads(v) for k, v in kv.items()}}))))
     if "turns" in sections:
-        await section_turns(engine, voices, names, td, qs, report)
-    if "context" in sections:
-        await section_context(engine, voices, names[0], td, report)
-    if "eot" in sections:
-        await section_eot(engine, voices, names[0], td, report)
-    if "concurrency" in sections:
-        await section_concurrency(engine, voices, names[0], td,
-                                  [int(x) for x in args.sessions.split(",")], qs, report)
-    if "bargein" in sections:
-        await section_bargein(engine, voices, names[0], td, qs, report)
+        await section_turns(voices, names, [(f"{lab} {vl}".strip(), td, eng) for lab, td in tds
+                                            for vl, eng in variants], qs, report)
+    for label, td in tds:
+        sub: dict[str, Any] = report.setdefault(label, {})
+        if len(tds) > 1:
+            print(f"== {label}")
+        if "context" in sections:
+            await section_context(engine, voices, names[0], td, sub)
+        if "eot" in sections:
+            await section_eot(engine, voices, names[0], td, sub)
+        if "concurrency" in sections:
+            await section_concurrency(engine, voices, names[0], td,
+                                      [int(x) for x in args.sessions.split(",")], qs, sub)
+        if "bargein" in sections:
+            await section_bargein(engine, voices, names[0], td, qs, sub)
     if "intelligibility" in sections:
         await section_intelligibility(engine, report)
     print(f"({time.perf_counter() - t_all:.0f} s; {load()}; "

@@ -38,7 +38,7 @@ VOICE_EXAMPLES: tuple[tuple[str, str], ...] = (
     ("Can you recommend a website for recipes?",
      "I can't look things up online, but a big recipe site or a good cookbook will have "
      "plenty of ideas."),
-    ("Hi, I'm Alex.", "Nice to meet you, Alex! How can I help?"),
+    ("Hi there!", "Hello! How can I help you today?"),
 )
 
 
@@ -110,6 +110,9 @@ class EngineConfig:
     #: semantic_vad: a pause this long has the words so far transcribed and
     #: judged (complete or not), which sets how much more silence ends the turn
     semantic_pause_ms: int = 100
+    #: the first clause of a spoken reply goes to TTS after at most this many
+    #: words even without punctuation (0 = wait for a comma or sentence end)
+    first_clause_words: int = 4
     # audio out: one delta per this many ms
     audio_delta_ms: int = 120
     #: at most this much synthesized audio waits for the client per session

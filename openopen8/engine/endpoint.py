@@ -180,7 +180,7 @@ class LocalEndpoint:
             req, audio, voice = preview
             self._drop_pre()
             self._pre = Pipeline(self.b, req, audio, voice if isinstance(voice, str) else None,
-                                 self.cfg.max_reply_sentences)
+                                 self.cfg.max_reply_sentences, self.cfg.first_clause_words)
             self.stats["pipelines_started_early"] += 1
         if p_end is not None and not self._closed:
             self.call(self.session.turn_hint, e.item_id, e.at_ms, p_end, tr.text)

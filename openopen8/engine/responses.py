@@ -67,7 +67,8 @@ class Pipeline:
     ends the response normally."""
 
     def __init__(self, backends: Backends, req: LlmRequest, audio: bool,
-                 voice: str | None, max_sentences: int = 0) -> None:
+                 voice: str | None, max_sentences: int = 0, first_words: int = 0) -> None:
+        self.first_words = first_words
         self.b = backends
         self.req = req
         self.audio = audio
@@ -125,7 +126,7 @@ class Pipeline:
         calls: list[ToolCall] = []
 
         async def produce() -> None:
-            chunker = ClauseChunker()
+            chunker = ClauseChunker(first_max_words=self.first_words)
             speech = SpeechText()
             said = 0                       # clauses sent to TTS
             sentences = 0
@@ -211,7 +212,7 @@ class ResponseRunner:
             voice = self.resp.params["voice"]
             pipe = ep.adopt_pipeline(req, self.resp.audio_out) or Pipeline(
                 self.b, req, self.resp.audio_out, voice if isinstance(voice, str) else None,
-                ep.cfg.max_reply_sentences)
+                ep.cfg.max_reply_sentences, ep.cfg.first_clause_words)
             self.resp.stats = pipe.stats
             await self._emit(pipe)
             ep.call(s.resp_finish, rid)

@@ -82,16 +82,21 @@ class Speculate:
 #: of up to 8 s (low) / 4 s / 2 s (high); a voice assistant on a small model
 #: would feel slow with those, so the longest waits here are shorter.
 SEMANTIC = {
-    "high": (0.05, 100, 300, 600),
-    "auto": (0.1, 150, 500, 1000),
-    "medium": (0.1, 150, 500, 1000),
-    "low": (0.2, 300, 800, 1800),
+    "high": (0.01, 100, 500, 800),
+    "auto": (0.02, 150, 900, 1200),
+    "medium": (0.02, 150, 900, 1200),
+    "low": (0.05, 300, 1500, 2000),
 }
 #: words a finished sentence rarely ends on
 _OPEN_WORDS = frozenset(
-    "a an the of to and or but in on at for with from by about as is are was were be "
-    "my your his her their our its this that these those what which who how when where "
-    "if than so because like very some any i you we they he she it um uh".split())
+    "a an the of to and or but in on at for with from by about as my your his her their "
+    "our its which if than because very some any um uh".split())
+
+
+def ends_open(text: str) -> bool:
+    """The transcript's last word is one a sentence rarely ends on."""
+    words = text.strip().rstrip(".!?,;:").split()
+    return not words or words[-1].lower().strip(",;:\"'") in _OPEN_WORDS
 
 
 def sounds_final(text: str) -> bool:
@@ -166,8 +171,8 @@ class EngineSession:
         self.turns = TurnDetector(td["threshold"], td["prefix_padding_ms"],
                                   td["silence_duration_ms"],
                                   pause_ms=cfg.speculative_stt_ms or None)
-        #: semantic_vad decisions, for benchmarks: (probability, wait_ms)
-        self.turn_hints: list[tuple[float, int]] = []
+        #: semantic_vad decisions, for benchmarks: (probability, wait_ms, transcript)
+        self.turn_hints: list[tuple[float, int, str]] = []
         self._decoder = InputDecoder(self._in_fmt())
         self._raw = bytearray()          # the input buffer, as wire bytes
         self._buf_start_ms = 0.0
@@ -385,8 +390,11 @@ class EngineSession:
                 or self.turns.pause_at != at_ms):
             return
         thr, short, mid, long = SEMANTIC[td["eagerness"]]
-        wait = short if p_end >= thr else mid if sounds_final(transcript) else long
-        self.turn_hints.append((p_end, wait))
+        if ends_open(transcript):
+            wait = long               # "... the", "... of", "um": never complete
+        else:
+            wait = short if p_end >= thr else mid if sounds_final(transcript) else long
+        self.turn_hints.append((p_end, wait, transcript))
         del self.turn_hints[:-32]
         ev = self.turns.end_after(wait)
         if ev is not None:

@@ -220,3 +220,13 @@ def test_sentence_helpers():
     assert sentence_limit("anything", 0) == 0
     assert sounds_final("What is the capital of France?")
     assert not sounds_final("What is the capital of.") and not sounds_final("I want to")
+
+
+def test_chunker_first_clause_at_a_word_boundary():
+    ch = ClauseChunker(first_max_words=4)
+    out = []
+    for w in "The capital of France is Paris. It is a big city.".split(" "):
+        out += ch.push(w + " ")
+    assert out + ch.flush() == ["The capital of France", "is Paris.", "It is a big city."]
+    ch = ClauseChunker(first_max_words=4)
+    assert ch.push("Yes, it is. Paris is ") == ["Yes, it is."]

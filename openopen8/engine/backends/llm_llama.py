@@ -10,10 +10,12 @@ so a conversation never re-reads its own history.
 
 End of turn (``semantic_vad``): :meth:`LlamaLlm.end_of_turn` evaluates the
 conversation up to the words heard so far, *without* closing the user's
-message, and reads the probability of ``<|im_end|>`` as the next token --
-the way LiveKit's turn detector works, with the model we already run.  The
-tokens it evaluates are a prefix of the reply's prompt, so they are not
-evaluated twice.
+message and without the final punctuation Whisper adds (it puts a question
+mark after "What is the capital of" too), and reads the probability that
+the next token ends the sentence (``.``, ``?``, ``!``, ``<|im_end|>``) -- the
+way LiveKit's turn detector works, with the model we already run.  On the
+benchmark's phrases, unfinished ones score at most 0.004 and most complete
+questions 0.05-0.9.
 
 Tools, honestly: a 135M model does not decide well when to call a tool.
 * ``tool_choice`` "required" or a named function: the output is constrained
@@ -31,7 +33,6 @@ from __future__ import annotations
 import collections
 import ctypes
 import json
-import math
 import threading
 from typing import Any, Callable, Sequence
 
@@ -187,7 +188,13 @@ class LlamaLlm(Loadable):
             self.cache_dir))
         self.llama = Llama(model_path=path, n_ctx=self.n_ctx, n_threads=self.threads,
                            n_threads_batch=self.threads, n_batch=256, verbose=False)
-        self._end_id = self.llama.tokenize(b"<|im_end|>", add_bos=False, special=True)[0]
+        import re
+        llama = self.llama
+        # tokens that end a sentence: punctuation runs, and the end of the message
+        self._end_ids = [i for i in range(llama.n_vocab())
+                         if re.fullmatch(r"[.?!]+\s*", llama.detokenize([i]).decode(
+                             "utf-8", "replace") or "x")]
+        self._end_ids += llama.tokenize(b"<|im_end|>", add_bos=False, special=True)[:1]
         if self.warm_messages:
             # evaluate the default instructions (and examples) once: every
             # first turn then finds them in the KV cache (a common prefix)
@@ -204,6 +211,8 @@ class LlamaLlm(Loadable):
     def _end_of_turn(self, messages: list[dict[str, Any]]) -> float:
         import numpy as np
         llama = self.llama
+        messages = [dict(m) for m in messages]
+        messages[-1]["content"] = str(messages[-1].get("content") or "").rstrip(" .?!")
         prompt = chatml(messages)
         prompt = prompt[:prompt.rindex("<|im_end|>")]     # the user is still talking
         with self._tok_lock:
@@ -216,9 +225,8 @@ class LlamaLlm(Loadable):
         llama.eval(tokens[n:])
         logits = np.ctypeslib.as_array(llama._ctx.get_logits(),
                                        shape=(llama.n_vocab(),)).astype(np.float64)
-        top = float(logits.max())
-        return float(math.exp(float(logits[self._end_id]) - top)
-                     / float(np.exp(logits - top).sum()))
+        probs = np.exp(logits - logits.max())
+        return float(probs[self._end_ids].sum() / probs.sum())
 
     def count_tokens(self, text: str) -> int:
         if not text:
