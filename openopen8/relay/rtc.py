@@ -197,6 +197,9 @@ class _Player:
         self.playing: str | None = None          # the response being heard
         self.current: tuple[str, str, int] | None = None   # (response, item, content) last played
         self.cut: set[str] = set()               # responses interrupted: later deltas dropped
+        #: 20 ms frames of audio played so far, and their count at the last barge-in
+        self.audio_frames = 0
+        self.frames_at_cut: int | None = None
 
     def forget(self, keep: int = 16) -> None:
         """Only the last items' bookkeeping is needed (a long call has many)."""
@@ -455,6 +458,7 @@ class RtcEndpoint:
             p.queued -= len(take)
             if seg[4] >= len(data):
                 p.queue.popleft()
+        p.audio_frames += 1
         if len(out) < FRAME_BYTES:
             out += bytes(FRAME_BYTES - len(out))
         return bytes(out)
@@ -472,6 +476,7 @@ class RtcEndpoint:
         unheard = p.queued > 0 or item not in p.done_items
         p.queue.clear()
         p.queued = 0
+        p.frames_at_cut = p.audio_frames
         p.cut.add(rid)
         p.playing = None
         if cancel and rid in self._active:
