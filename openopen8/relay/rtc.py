@@ -384,14 +384,16 @@ class RtcEndpoint:
 
     async def watch(self) -> None:
         """The connect watchdog, then liveness: a call that does not connect
-        within ``connect_seconds``, or whose microphone (or data channel,
-        without one) is silent for ``idle_seconds`` -- a browser sends 50
-        packets a second while it lives -- has vanished."""
+        within ``connect_seconds``, or whose microphone is silent for
+        ``idle_seconds`` -- a browser sends 50 packets a second while it
+        lives, muted or not -- has vanished.  (A call without a microphone is
+        ended by ICE consent failure: the connection state goes ``failed``.)"""
         try:
             await asyncio.wait_for(asyncio.shield(self.connected), self.connect_seconds)
         except TimeoutError:
             self._end(1006, "WebRTC call did not connect")
             return
+        self._last_in = time.monotonic()     # media starts now
         step = min(1.0, self.idle_seconds / 4)
         while not self._ended:
             await asyncio.sleep(step)
