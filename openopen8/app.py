@@ -241,6 +241,15 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     raise_mmap_threshold()
     raise_descriptor_limit()   # each session holds two descriptors
     keep_log_streams()
+    # signals are taken from the start: one that comes while the server starts
+    # (a health check may already pass) is a stop asked for, handled once it runs
+    signals: asyncio.Queue = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, signals.put_nowait, sig)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover
+            pass
     srv = await Server.start(settings)
     gw = srv.gw
     scheme = "wss" if settings.tls_cert else "ws"
@@ -256,13 +265,6 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         else:
             log.warning("no channels configured and the local engine is not installed: add one "
                         "with `openopen8 channels add`")
-    signals = asyncio.Queue()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, signals.put_nowait, sig)
-        except (NotImplementedError, RuntimeError):  # pragma: no cover
-            pass
     # Everything made at startup (SQLAlchemy, pydantic, typer, migrations: ~10^5
     # objects) lives as long as the process.  Freezing it keeps it out of the
     # collector's full passes, which otherwise stop every session for tens of
