@@ -98,10 +98,8 @@ class RtcClient:
         await self.pc.close()
 
 
-async def call(http_base: str, token: str, *, model: str, pcm: bytes = b"",
-               session: dict | None = None, origin: str | None = None) -> RtcClient:
-    """Place a call; the client is returned once the answer is set (check
-    ``status`` for refusals: then ``events`` holds the JSON body)."""
+async def prepare(pcm: bytes = b"") -> tuple[RtcClient, str]:
+    """A peer with its microphone and data channel, and its offer (loopback candidates)."""
     pc = new_peer([])
     mic = PcmTrack(pcm)
     pc.addTrack(mic)
@@ -123,30 +121,43 @@ async def call(http_base: str, token: str, *, model: str, pcm: bytes = b"",
 
     restrict_ice(pc, ["127.0.0.1"])
     await pc.setLocalDescription(await pc.createOffer())
+    return c, pc.localDescription.sdp
+
+
+async def accept(c: RtcClient, answer: str, location: str) -> RtcClient:
+    c.status, c.answer, c.location = 201, answer, location
+    c.call_id = location.rsplit("/", 1)[-1]
+    await c.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    return c
+
+
+async def call(http_base: str, token: str, *, model: str, pcm: bytes = b"",
+               session: dict | None = None, origin: str | None = None) -> RtcClient:
+    """Place a call; the client is returned once the answer is set (check
+    ``status`` for refusals: then ``events`` holds the JSON body)."""
+    c, offer = await prepare(pcm)
     headers = {"Authorization": f"Bearer {token}"}
     if origin:
         headers["Origin"] = origin
     async with aiohttp.ClientSession() as http:
         url = f"{http_base}/v1/realtime/calls?model={model}"
         if session is None:
-            resp = await http.post(url, data=pc.localDescription.sdp,
+            resp = await http.post(url, data=offer,
                                    headers={**headers, "Content-Type": "application/sdp"})
         else:
             form = aiohttp.FormData()
-            form.add_field("sdp", pc.localDescription.sdp, content_type="application/sdp")
+            form.add_field("sdp", offer, content_type="application/sdp")
             form.add_field("session", json.dumps(session), content_type="application/json")
             resp = await http.post(url, data=form, headers=headers)
-        c.status = resp.status
+        status = resp.status
         body = await resp.text()
-        c.location = resp.headers.get("Location", "")
-    if c.status != 201:
+        location = resp.headers.get("Location", "")
+    if status != 201:
+        c.status = status
         c.events.append(json.loads(body))
-        await pc.close()
+        await c.pc.close()
         return c
-    c.call_id = c.location.rsplit("/", 1)[-1]
-    c.answer = body
-    await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
-    return c
+    return await accept(c, body, location)
 
 
 async def _measure(track: Any, c: RtcClient) -> None:

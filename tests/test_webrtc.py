@@ -368,3 +368,23 @@ async def test_no_free_media_port_is_a_503_before_any_media(tmp_path, upstream):
             assert all(r["closed_at"] is not None for r in rows)     # the reservation undone
         finally:
             await g.stop()
+
+
+async def test_the_official_sdk_creates_and_hangs_up_a_call(g, upstream):
+    from openai import AsyncOpenAI
+    token = await g.token()
+    sdk = AsyncOpenAI(base_url=g.base_url, api_key=token)
+    c, offer = await rtckit.prepare()
+    try:
+        answer = await sdk.realtime.calls.create(
+            sdp=offer, session={"type": "realtime", "model": MODEL, "instructions": "Be brief."})
+        await rtckit.accept(c, answer.text, answer.response.headers["Location"])
+        await asyncio.wait_for(c.opened.wait(), 10)
+        await c.wait_for("session.created", 10)
+        await sdk.realtime.calls.hangup(c.call_id)
+        [row] = await eventually(lambda: closed_sessions(g))
+        assert row["via"] == "webrtc" and row["closed_by"] == "client"
+        s = await upstream.session()
+        assert s.received[0]["session"]["instructions"] == "Be brief."
+    finally:
+        await c.close()
