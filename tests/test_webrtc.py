@@ -388,3 +388,29 @@ async def test_the_official_sdk_creates_and_hangs_up_a_call(g, upstream):
         assert s.received[0]["session"]["instructions"] == "Be brief."
     finally:
         await c.close()
+
+
+async def test_limits_hold_on_calls_the_quota_ends_one_and_max_sessions_refuses(g, upstream):
+    from openopen8 import ops
+    from openopen8.store.base import TokenLimits
+    upstream.script = Script(text="Ok.", audio_deltas=1)       # each response USD 0.0106
+    made = await ops.create_token(g.gw.store, "q", limits=TokenLimits(quota_nanos=15_000_000,
+                                                                       max_sessions=1))
+    c = await rtckit.call(g.http, made.secret, model=MODEL)
+    try:
+        assert c.status == 201
+        second = await rtckit.call(g.http, made.secret, model=MODEL)     # one at a time
+        assert second.status == 429
+        await asyncio.wait_for(c.opened.wait(), 10)
+        for _ in range(2):
+            n = len(c.events)
+            c.send({"type": "response.create"})
+            await c.wait_for("response.done", 10, after=n)
+        err = await c.wait_for("error", 10)          # on the data channel before it closes
+        assert err["error"]["code"] == "insufficient_quota"
+        [row] = await eventually(lambda: closed_sessions(g))
+        assert (row["closed_by"], row["close_code"]) == ("gateway", 1013)
+        again = await rtckit.call(g.http, made.secret, model=MODEL)
+        assert again.status == 429 and again.events[0]["error"]["code"] == "insufficient_quota"
+    finally:
+        await c.close()
