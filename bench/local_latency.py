@@ -418,25 +418,29 @@ async def section_eot(engine, voices: Voices, voice: str, td, report) -> None:
     report["eot"] = {"false_ends": false_ends}
 
 
-async def section_concurrency(engine, voices: Voices, voice: str, td, counts, qs,
+async def section_concurrency(variants, voices: Voices, voice: str, td, counts, qs,
                               report) -> None:
-    out = {}
+    """N sessions whose questions end at the same moment; rounds alternate
+    between the engine variants (``--ab``)."""
+    out: dict[str, dict[int, list[float]]] = {}
     for n in counts:
-        firsts = []
         for rnd in range(max(2, 8 // n)):
-            talkers = [await open_talker(engine, td) for _ in range(n)]
-            clips = [voices.say(voice, qs[(rnd * n + k) % len(qs)][0]) for k in range(n)]
-            longest = max(c.size for c in clips)
-            t0 = time.monotonic() + 0.05
-            # pad in front so that every question ends at the same moment
-            rs = await asyncio.gather(*(
-                spoken_turn(tk, np.concatenate([np.zeros(longest - c.size, np.int16), c]), 1,
-                            t0) for tk, c in zip(talkers, clips)))
-            for tk in talkers:
-                await tk.close()
-            firsts += [r["eos_to_audio"] for r in rs if r["eos_to_audio"] is not None]
-        out[n] = firsts
-        print(line(f"{n} concurrent: end of speech → first audio ({load()})", firsts))
+            for vl, engine in variants:
+                talkers = [await open_talker(engine, td) for _ in range(n)]
+                clips = [voices.say(voice, qs[(rnd * n + k) % len(qs)][0]) for k in range(n)]
+                longest = max(c.size for c in clips)
+                t0 = time.monotonic() + 0.05
+                # pad in front so that every question ends at the same moment
+                rs = await asyncio.gather(*(
+                    spoken_turn(tk, np.concatenate([np.zeros(longest - c.size, np.int16), c]),
+                                1, t0) for tk, c in zip(talkers, clips)))
+                for tk in talkers:
+                    await tk.close()
+                out.setdefault(vl or "base", {}).setdefault(n, []).extend(
+                    r["eos_to_audio"] for r in rs if r["eos_to_audio"] is not None)
+        for vl in out:
+            print(line(f"{n} concurrent {vl}: end of speech → first audio ({load()})",
+                       out[vl][n]))
     report["concurrency"] = out
 
 
@@ -539,6 +543,7 @@ async def main() -> None:
         kv = dict(x.split("=", 1) for x in ab.split(";"))
         variants.append((ab, get_engine(EngineConfig.from_mapping(
             {"stt": args.stt, **extra, **{k: json.loads(v) for k, v in kv.items()}}))))
+        variants[-1][1].load_sync()
     if "turns" in sections:
         await section_turns(voices, names, [(f"{lab} {vl}".strip(), td, eng) for lab, td in tds
                                             for vl, eng in variants], qs, report)
@@ -551,7 +556,7 @@ async def main() -> None:
         if "eot" in sections:
             await section_eot(engine, voices, names[0], td, sub)
         if "concurrency" in sections:
-            await section_concurrency(engine, voices, names[0], td,
+            await section_concurrency(variants, voices, names[0], td,
                                       [int(x) for x in args.sessions.split(",")], qs, sub)
         if "bargein" in sections:
             await section_bargein(engine, voices, names[0], td, qs, sub)

@@ -21,7 +21,7 @@ import logging
 from typing import Any, Callable
 
 from ..events import Event
-from .backends.base import Backends, VadStream
+from .backends.base import PRIORITY, URGENT, Backends, VadStream
 from .config import EngineConfig
 from .conversation import Item
 from .responses import Pipeline, ResponseRunner, same_request
@@ -171,6 +171,7 @@ class LocalEndpoint:
         semantic_vad, first judge whether the words are a complete turn (on
         the LLM's worker, before the reply: its tokens are the reply prompt's
         prefix) and tell the session, which may end the turn now."""
+        PRIORITY.set(URGENT)            # this task only: a turn's decisive work
         tr = await self.b.stt.transcribe(e.pcm16k)
         p_end = None
         if e.judge and tr.text.strip():
@@ -250,6 +251,7 @@ class LocalEndpoint:
 
     async def _transcribe(self, item: Item, fut: asyncio.Future[None],
                           spec: "asyncio.Task[Any] | None" = None) -> None:
+        PRIORITY.set(URGENT)            # a turn waits on it
         try:
             pcm = item.pcm16k
             tr = None

@@ -22,7 +22,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from .backends.base import TTS_RATE, Backends, LlmRequest, ToolCall
+from .backends.base import NORMAL, PRIORITY, TTS_RATE, URGENT, Backends, LlmRequest, ToolCall
 from .codec import OutputEncoder
 from .text import (ClauseChunker, SpeechText, align, ends_sentence, last_sentence_end,
                    sentence_ends, sentence_limit)
@@ -166,6 +166,8 @@ class Pipeline:
         async def say() -> None:
             first = True
             while (clause := await clauses.get()) is not None:
+                # the first clause is urgent: it goes ahead of other replies' rest
+                PRIORITY.set(URGENT if first else NORMAL)
                 pcm = await self.b.tts.synthesize(clause, self.voice)
                 self.times.setdefault("tts_first", time.monotonic())
                 await self.out.put(("audio", clause if first else " " + clause, pcm))

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import functools
+import heapq
+import itertools
 import threading
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Protocol, TypeVar
@@ -50,24 +53,63 @@ class ModelIntegrityError(RuntimeError):
 
 # --------------------------------------------------------------------- workers
 
+#: the priority of work an asyncio task hands to a :class:`Worker` (lower
+#: first): a reply's first clause and a turn's first LLM slice go ahead of the
+#: rest of other replies, so concurrent sessions each hear their first words
+#: soon instead of one waiting for another's whole reply
+PRIORITY: contextvars.ContextVar[int] = contextvars.ContextVar("worker_priority", default=1)
+URGENT, NORMAL = 0, 1
+
+
 class Worker:
     """One thread per model: calls are serialised, the loop never blocks.
 
+    Jobs run by priority (:data:`PRIORITY` of the submitting task, or the
+    ``priority`` given), first come first served within one priority.
     ``load`` runs at most once, on the worker thread, on first use.
     """
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1,
-                                                           thread_name_prefix=name)
         self._lock = threading.Lock()
+        self._cv = threading.Condition()
+        self._heap: list[tuple[int, int, concurrent.futures.Future[Any], Callable[[], Any]]] = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
 
     async def run(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kw))
+        return await asyncio.wrap_future(self.submit(functools.partial(fn, *args, **kw)))
 
-    def submit(self, fn: Callable[..., T], *args: Any) -> "concurrent.futures.Future[T]":
-        return self._pool.submit(fn, *args)
+    def submit(self, fn: Callable[..., T], *args: Any,
+               priority: int | None = None) -> "concurrent.futures.Future[T]":
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+        prio = PRIORITY.get() if priority is None else priority
+        with self._cv:
+            heapq.heappush(self._heap, (prio, next(self._seq), fut,
+                                        functools.partial(fn, *args)))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name=self.name,
+                                                daemon=True)
+                self._thread.start()
+            self._cv.notify()
+        return fut
+
+    def waiting(self) -> int:
+        """Jobs queued behind the one running (to share the thread fairly)."""
+        return len(self._heap)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._heap:
+                    self._cv.wait()
+                _prio, _seq, fut, call = heapq.heappop(self._heap)
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(call())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                fut.set_exception(exc)
 
 
 class Loadable:
@@ -236,7 +278,8 @@ class ThreadedLlmStream:
     _DONE = object()
 
     def __init__(self, worker: Worker,
-                 produce: Callable[[threading.Event, LlmStats, Callable[[LlmChunk], None]], None]
+                 produce: Callable[[threading.Event, LlmStats, Callable[[LlmChunk], None]],
+                                   Any]
                  ) -> None:
         self.stats = LlmStats()
         self._stop = threading.Event()
@@ -247,14 +290,20 @@ class ThreadedLlmStream:
         def emit(chunk: LlmChunk) -> None:
             loop.call_soon_threadsafe(put, chunk)
 
-        def job() -> None:
+        def job(step: Callable[[], Any]) -> None:
             try:
-                produce(self._stop, self.stats, emit)
-                loop.call_soon_threadsafe(put, self._DONE)
+                more = step()
+                if callable(more):
+                    # the generation yielded the worker to waiting work: its
+                    # rest goes behind it (and behind other turns' first slices)
+                    worker.submit(job, more, priority=NORMAL)
+                else:
+                    loop.call_soon_threadsafe(put, self._DONE)
             except BaseException as exc:  # noqa: BLE001 - handed to the loop
                 loop.call_soon_threadsafe(put, exc)
 
-        self._future = worker.submit(job)
+        self._future = worker.submit(job, lambda: produce(self._stop, self.stats, emit),
+                                     priority=URGENT)
 
     def __aiter__(self) -> "ThreadedLlmStream":
         return self

@@ -158,6 +158,7 @@ class KvStates:
         llama_cpp.llama_state_set_data(llama._ctx.ctx, buf, len(data))
         llama.input_ids[:len(best)] = best
         llama.n_tokens = len(best)
+        llama._requires_eval = True        # the logits are not this state's
         self.restored += 1
 
 
@@ -195,6 +196,9 @@ class LlamaLlm(Loadable):
                          if re.fullmatch(r"[.?!]+\s*", llama.detokenize([i]).decode(
                              "utf-8", "replace") or "x")]
         self._end_ids += llama.tokenize(b"<|im_end|>", add_bos=False, special=True)[:1]
+        self._stop_ids = {llama.token_eos()} | {
+            t for stop in _STOP for t in llama.tokenize(stop.encode(), add_bos=False,
+                                                          special=True)[:1]}
         if self.warm_messages:
             # evaluate the default instructions (and examples) once: every
             # first turn then finds them in the KV cache (a common prefix)
@@ -251,8 +255,58 @@ class LlamaLlm(Loadable):
         return ThreadedLlmStream(self.worker, lambda stop, stats, emit:
                                  self._generate(req, stop, stats, emit))
 
+    #: a reply yields the worker to waiting work (another session's turn, an
+    #: end-of-turn judgement) after this many tokens, then after every SLICE
+    FIRST_SLICE = 12
+    SLICE = 16
+
+    def _plain(self, prompt: list[int], req: LlmRequest, stop: threading.Event,
+               stats: LlmStats, emit: Callable[[LlmChunk], None], gen: list[int],
+               said: str) -> Callable[[], Any] | None:
+        """Text generation, time-sliced: once it has run a slice and other work
+        waits for the LLM's thread, it saves its KV state and returns its own
+        continuation, which goes to the back of the queue -- so two sessions
+        whose turns end together both hear their first clause after about
+        one slice, instead of one waiting for the other's whole reply."""
+        llama = self.llama
+        if self.kv is not None:
+            self.kv.restore(llama, prompt + gen)
+        start = len(gen)
+        budget = (self.FIRST_SLICE if not start else self.SLICE)
+        finish = None
+        try:
+            for tok in llama.generate(prompt + gen, top_k=40, top_p=0.9, min_p=0.05,
+                                      temp=req.temperature, repeat_penalty=1.1):
+                if tok in self._stop_ids:
+                    finish = "stop"
+                    break
+                gen.append(int(tok))
+                try:
+                    text = llama.detokenize(gen, prev_tokens=prompt).decode("utf-8")
+                except UnicodeDecodeError:
+                    text = None                 # a character split across tokens
+                if text is not None and len(text) > len(said):
+                    emit(LlmChunk(text=text[len(said):]))
+                    said = text
+                if len(gen) >= req.max_tokens:
+                    finish = "length"
+                    break
+                if stop.is_set():
+                    finish = "stop"
+                    break
+                if len(gen) - start >= budget and self.worker.waiting():
+                    if self.kv is not None:
+                        self.kv.save(llama)
+                    return lambda: self._plain(prompt, req, stop, stats, emit, gen, said)
+        finally:
+            stats.completion_tokens = len(gen)
+        if self.kv is not None:
+            self.kv.save(llama)
+        stats.finish_reason = finish or "stop"
+        return None
+
     def _generate(self, req: LlmRequest, stop: threading.Event, stats: LlmStats,
-                  emit: Callable[[LlmChunk], None]) -> None:
+                  emit: Callable[[LlmChunk], None]) -> Callable[[], Any] | None:
         messages = [dict(m) for m in req.messages]
         tools = req.tools if req.tool_choice != "none" else []
         forced = None
@@ -273,6 +327,8 @@ class LlamaLlm(Loadable):
             self.kv.restore(llama, tokens)
         grammar = self._grammar(call_schema(tools, forced or None)) if forced is not None \
             else None
+        if not tools:
+            return self._plain(tokens, req, stop, stats, emit, [], "")
         it = llama.create_completion(
             tokens, max_tokens=req.max_tokens, temperature=req.temperature, top_p=0.9,
             top_k=40, repeat_penalty=1.1, stop=_STOP, stream=True, seed=1234, grammar=grammar)
