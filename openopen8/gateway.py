@@ -49,6 +49,8 @@ class Gateway:
     sessions: set[asyncio.Task] = field(default_factory=set)
     #: the sessions running on this instance, by id (web/admission.py run; the console reads it)
     live: dict[str, Any] = field(default_factory=dict)
+    #: this instance's WebRTC calls by id (web/calls.py: a call lives where its media is)
+    calls: dict[str, Any] = field(default_factory=dict)
     admission: list[Admission] = field(default_factory=list)
     #: stage factories, in chain order; see openopen8.pipeline
     extras: dict[str, Any] = field(default_factory=dict)

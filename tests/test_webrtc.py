@@ -100,16 +100,18 @@ async def test_barge_in_stops_the_queued_audio_and_truncates_to_what_was_heard(g
         await eventually(lambda: _async(any(e["type"] == "conversation.item.truncate"
                                             for e in s.received)))
         truncate = next(e for e in s.received if e["type"] == "conversation.item.truncate")
-        player = g.gw.__dict__["_webrtc_calls"][c.call_id].endpoint.player
+        player = g.gw.calls[c.call_id].endpoint.player
         await asyncio.sleep(1.5)
         # the gateway played nothing of the queue after speech_started (it stops within a
         # 20 ms frame, well inside 150 ms); the 6 s answer is no longer heard a second on
         assert player.frames_at_cut is not None and player.audio_frames == player.frames_at_cut
         assert rtckit.audible_after(c.levels, at + 1.0) == 0
         # truncated to what was played: all the caller heard of it (the frames already on
-        # their way at the barge-in arrive after speech_started), to a frame or two
+        # their way at the barge-in arrive after speech_started), to a frame or two -- or a
+        # few more on a loaded machine, where the caller's side drops frames that came late
+        # (played by the gateway, never heard): seen 120 ms under CI with other work running
         heard = rtckit.audible_after(c.levels, 0)
-        assert abs(truncate["audio_end_ms"] - heard) <= 60, (truncate, heard)
+        assert -60 <= truncate["audio_end_ms"] - heard <= 200, (truncate, heard)
         assert 500 <= truncate["audio_end_ms"] < 6000
         assert "conversation.item.truncated" in c.types()
     finally:
@@ -301,7 +303,7 @@ async def test_a_call_that_never_connects_is_ended_by_the_watchdog(tmp_path, ups
         await pc.close()
         [row] = await eventually(lambda: closed_sessions(g), timeout=10)
         assert row["via"] == "webrtc" and row["close_code"] == 1006
-        assert not g.gw.__dict__["_webrtc_calls"]
+        assert not g.gw.calls
     finally:
         await g.stop()
 

@@ -58,14 +58,6 @@ class Call:
     started: float = field(default_factory=time.monotonic)
 
 
-def live_calls(gw: Any) -> dict[str, Call]:
-    """This instance's calls by id (a call lives where its media is)."""
-    calls = gw.__dict__.get("_webrtc_calls")
-    if calls is None:
-        calls = gw.__dict__["_webrtc_calls"] = {}
-    return calls
-
-
 def _error(exc: GatewayError) -> web.Response:
     return web.json_response(exc.body(), status=exc.status, headers=exc.headers)
 
@@ -82,18 +74,23 @@ def _origin_of(value: str) -> str:
     return value.rstrip("/")
 
 
-async def _token_origins(gw: Any) -> set[str]:
+#: every live token's origins, and when they were read (monotonic seconds)
+TOKEN_ORIGINS_READ = web.AppKey("token_origins_read", list)
+
+
+async def _token_origins(app: web.Application) -> set[str]:
     """Every live token's origins (a preflight carries no credentials),
     re-read at most every ``refresh_seconds``."""
-    cache = gw.__dict__.get("_cors_cache")
+    gw = app[GATEWAY]
+    cache = app[TOKEN_ORIGINS_READ]
     now = time.monotonic()
-    if cache is not None and now - cache[0] < gw.settings.refresh_seconds:
+    if cache and now - cache[0] < gw.settings.refresh_seconds:
         return cache[1]
     found: set[str] = set()
     for t in await gw.store.list_tokens():
         if t.revoked_at is None:
             found.update(_origin_of(o) for o in t.origins)
-    gw.__dict__["_cors_cache"] = (now, found)
+    cache[:] = [now, found]
     return found
 
 
@@ -117,7 +114,7 @@ async def cors(request: web.Request, handler: Any) -> web.StreamResponse:
     if request.method == "OPTIONS":
         resp = web.Response(status=204)
         if origin and ("*" in configured or _origin_of(origin) in configured
-                       or _origin_of(origin) in await _token_origins(gw)):
+                       or _origin_of(origin) in await _token_origins(request.app)):
             resp.headers.update({
                 "Access-Control-Allow-Origin": origin,
                 "Access-Control-Allow-Methods": "POST, GET, OPTIONS",
@@ -287,7 +284,7 @@ async def create_call(request: web.Request) -> web.StreamResponse:
         raise
     call = Call(call_id, who.token.id, ep, s.id,
                 who.secret.id if who.secret is not None else None)
-    calls = live_calls(gw)
+    calls = gw.calls
     calls[call_id] = call
     ep.start()
 
@@ -312,7 +309,7 @@ def _find(gw: Any, who: Any, call_id: str) -> Call:
     """The live call ``who`` may reach: the token that placed it (itself or
     through a secret), or the very secret that placed it -- never another
     secret of the token (secrets are handed to end users)."""
-    call = live_calls(gw).get(call_id)
+    call = gw.calls.get(call_id)
     if call is None or call.token_id != who.token.id or (
             who.secret is not None and who.secret.id != call.secret_id):
         raise GatewayError(f"No call '{call_id[:40]}' is live for this credential.",
@@ -370,12 +367,13 @@ async def sideband(gw: Any, door: Any, head: Any) -> None:
 async def _calls_ended(app: web.Application) -> None:
     """At shutdown (after the gateway closed the sessions): each call's peer
     connection closed before the loop goes."""
-    tasks = [c.task for c in live_calls(app[GATEWAY]).values() if c.task is not None]
+    tasks = [c.task for c in app[GATEWAY].calls.values() if c.task is not None]
     if tasks:
         await asyncio.wait(tasks, timeout=10)
 
 
 def add_routes(app: web.Application) -> None:
+    app[TOKEN_ORIGINS_READ] = []
     app.middlewares.append(cors)
     app.on_cleanup.append(_calls_ended)
     app.router.add_post("/v1/realtime/calls", create_call)
