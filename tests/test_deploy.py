@@ -401,3 +401,40 @@ async def test_a_second_signal_ends_the_drain_at_once(tmp_path, pg_url):
         assert done["response"]["status"] == "cancelled"
         [row] = await d.rows("SELECT ref, status FROM ledger")
         assert dict(row) == {"ref": done["response"]["id"], "status": "cancelled"}
+
+
+SDP = ("v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+       "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\n"
+       "a=rtpmap:111 opus/48000/2\r\na=mid:0\r\na=sendrecv\r\n")
+
+
+async def test_nginx_sends_what_a_draining_instance_refuses_to_the_other(tmp_path, pg_url):
+    """While instance 0 drains, new sessions and WebRTC call offers through
+    nginx all reach instance 1: the 503s instance 0 answers never reach a
+    client (proxy_next_upstream http_503; for the calls' POST, non_idempotent)."""
+    async with deployment(tmp_path, pg_url) as d:
+        a = d.instances[0]
+        async with aiohttp.ClientSession() as http:
+            # a session straight to instance 0 keeps it draining for drain_seconds
+            held = await open_session(http, f"ws://127.0.0.1:{a.port}/v1/realtime", d)
+            a.signal()
+            async with asyncio.timeout(20):
+                while True:
+                    async with http.get(f"{a.http}/healthz") as r:
+                        if r.status == 503:
+                            break
+                    await asyncio.sleep(0.02)
+            sessions = [await open_session(http, d.nginx.wss, d, ssl=d.tls) for _ in range(6)]
+            calls = []
+            for _ in range(6):   # no model: the live instance refuses (400), after nginx chose it
+                async with http.post(f"https://127.0.0.1:{d.nginx.https_port}/v1/realtime/calls",
+                                     data=SDP, ssl=d.tls, headers={
+                                         **d.auth(), "Content-Type": "application/sdp"}) as r:
+                    calls.append(r.status)
+            draining = await d.rows("SELECT count(*) AS n FROM sessions WHERE closed_at IS NULL")
+            for ws in (*sessions, held):
+                await ws.close()
+        assert 503 not in calls and len(set(calls)) == 1
+        assert draining[0]["n"] == 7
+        # instance 0 did refuse some of them: nginx retried those on instance 1
+        assert "refused 503 server_draining" in (d.folder / "gw0.log").read_text()
