@@ -12,6 +12,8 @@ the stand-in as the OpenAI upstream.
 * client addresses come from X-Forwarded-For only when nginx (a trusted
   proxy) wrote it: the brake on failed authentications, the refusal log and
   the session row name the client, not nginx and not a forged header;
+* while one instance drains, nginx sends every new session and WebRTC call
+  offer to the other (the 503s are retried, never seen by a client);
 * the drain on one instance: /healthz 503 ``draining``, new sessions 503
   ``server_draining`` with Retry-After, running ones on until
   ``drain_seconds`` then 1012 with their usage settled, exit 0; a second
