@@ -478,9 +478,12 @@ async def section_intelligibility(engine, report) -> None:
     base = WhisperStt("base", engine.cfg.cache_dir, 2)
     base.load()
     e = n = 0
-    for r in report.get("turns", [])[:20]:
-        if not r["reply"].strip():
-            continue
+    replies = [r["reply"] for r in report.get("turns", [])]
+    for sub in report.values():          # or the conversations' replies
+        if isinstance(sub, dict):
+            replies += [x for c in sub.get("context", []) for x in c["replies"]]
+    for reply in [x for x in replies if x.strip()][:20]:
+        r = {"reply": reply}
         pcm = await engine.backends.tts.synthesize(r["reply"])
         tr = await base.transcribe(resample(pcm, 24000, 16000))
         de, dn = wer_counts(r["reply"], tr.text)

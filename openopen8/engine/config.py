@@ -106,10 +106,10 @@ class EngineConfig:
     silence_duration_ms: int = 400
     #: start transcribing once a pause in speech reaches this many ms, before
     #: the turn is confirmed (0 = off); if speech resumes, the guess is dropped
-    speculative_stt_ms: int = 120
+    speculative_stt_ms: int = 64
     #: semantic_vad: a pause this long has the words so far transcribed and
     #: judged (complete or not), which sets how much more silence ends the turn
-    semantic_pause_ms: int = 100
+    semantic_pause_ms: int = 64
     #: the first clause of a spoken reply goes to TTS after at most this many
     #: words even without punctuation (0 = wait for a comma or sentence end)
     first_clause_words: int = 4
