@@ -269,6 +269,10 @@ class LlamaLlm(Loadable):
         whose turns end together both hear their first clause after about
         one slice, instead of one waiting for the other's whole reply."""
         llama = self.llama
+        if stop.is_set():                   # cancelled while it waited its turn
+            stats.completion_tokens = len(gen)
+            stats.finish_reason = "stop"
+            return None
         if self.kv is not None:
             self.kv.restore(llama, prompt + gen)
         start = len(gen)
