@@ -230,3 +230,19 @@ def test_chunker_first_clause_at_a_word_boundary():
     assert out + ch.flush() == ["The capital of France", "is Paris.", "It is a big city."]
     ch = ClauseChunker(first_max_words=4)
     assert ch.push("Yes, it is. Paris is ") == ["Yes, it is."]
+
+
+def test_worker_runs_urgent_work_first_then_in_order():
+    import threading
+
+    from openopen8.engine.backends.base import NORMAL, URGENT, Worker
+    w = Worker("t")
+    gate, order = threading.Event(), []
+    first = w.submit(gate.wait)                      # holds the thread
+    futs = [w.submit(order.append, name, priority=p) for name, p in
+            (("a", NORMAL), ("b", URGENT), ("c", NORMAL), ("d", URGENT))]
+    assert w.waiting() == 4
+    gate.set()
+    for f in [first, *futs]:
+        f.result(timeout=5)
+    assert order == ["b", "d", "a", "c"]
