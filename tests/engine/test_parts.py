@@ -237,8 +237,9 @@ def test_worker_runs_urgent_work_first_then_in_order():
 
     from openopen8.engine.backends.base import NORMAL, URGENT, Worker
     w = Worker("t")
-    gate, order = threading.Event(), []
-    first = w.submit(gate.wait)                      # holds the thread
+    gate, running, order = threading.Event(), threading.Event(), []
+    first = w.submit(lambda: (running.set(), gate.wait()))   # holds the thread
+    assert running.wait(5)
     futs = [w.submit(order.append, name, priority=p) for name, p in
             (("a", NORMAL), ("b", URGENT), ("c", NORMAL), ("d", URGENT))]
     assert w.waiting() == 4
