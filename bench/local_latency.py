@@ -103,6 +103,8 @@ UNFINISHED = [
     ("What is the largest", "planet?"),
 ]
 BARGE = "Wait, stop please."
+STORIES = ["Tell me a long story about a brave dragon.", "Tell me a story about a lost cat.",
+           "Explain in detail how rain forms.", "Tell me a long story about the sea."]
 LEAD_MS = 300
 CHUNK_MS = 20
 MID_PAUSE_MS = 700
@@ -446,7 +448,10 @@ async def section_concurrency(variants, voices: Voices, voice: str, td, counts, 
 
 async def section_bargein(engine, voices: Voices, voice: str, td, qs, report) -> None:
     to_start, to_done = [], []
-    for q, _ in qs[:4]:
+    # a request with a long answer, so the reply is still being made when
+    # the user talks over it (a short one is done before it is half heard,
+    # and then a client truncates it itself)
+    for q in STORIES:
         t = await open_talker(engine, td)
         t0 = await t.stream(pcm_bytes(LEAD_MS, voices.say(voice, q)))
         while not t.first("response.output_audio.delta"):
