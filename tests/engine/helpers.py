@@ -143,3 +143,15 @@ class Client:
 
     def of(self, type_: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["type"] == type_]
+
+
+async def open_client(engine, **update) -> "Client":
+    """A session on ``engine`` after ``session.created`` -- and, given
+    ``update``, the ``session.updated`` of that GA session update."""
+    ep = await engine.open_session("", "openopen8-local")
+    c = Client(ep)
+    await c.until("session.created")
+    if update:
+        await c.send({"type": "session.update", "session": {"type": "realtime", **update}})
+        await c.until("session.updated")
+    return c

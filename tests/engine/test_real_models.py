@@ -12,29 +12,11 @@ import base64
 
 import pytest
 
-from openopen8.engine.config import EngineConfig
-from openopen8.engine.runtime import get_engine
 
-from .helpers import QUESTION, Client, question_audio, silence_pcm24k, synthesize_pcm24k  # noqa: F401
+from .helpers import (QUESTION, open_client, question_audio,  # noqa: F401
+                      silence_pcm24k, synthesize_pcm24k)
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def engine():
-    eng = get_engine(EngineConfig())
-    eng.load_sync()
-    return eng
-
-
-async def open_client(engine, **update) -> Client:
-    ep = await engine.open_session("", "openopen8-local")
-    c = Client(ep)
-    await c.until("session.created")
-    if update:
-        await c.send({"type": "session.update", "session": {"type": "realtime", **update}})
-        await c.until("session.updated")
-    return c
 
 
 async def test_spoken_question_with_server_vad(engine, question_audio):

@@ -15,29 +15,11 @@ import asyncio
 import numpy as np
 import pytest
 
-from openopen8.engine.config import EngineConfig
-from openopen8.engine.runtime import get_engine
 from openopen8.engine.session import SEMANTIC
 
-from .helpers import Client, silence_pcm24k, synthesize_pcm24k
+from .helpers import open_client, silence_pcm24k, synthesize_pcm24k
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def engine():
-    eng = get_engine(EngineConfig())
-    eng.load_sync()
-    return eng
-
-
-async def open_client(engine, **update) -> Client:
-    ep = await engine.open_session("", "openopen8-local")
-    c = Client(ep)
-    await c.until("session.created")
-    await c.send({"type": "session.update", "session": {"type": "realtime", **update}})
-    await c.until("session.updated")
-    return c
 
 
 def speech_ms(pcm: bytes) -> float:
