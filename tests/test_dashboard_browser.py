@@ -160,7 +160,8 @@ async def test_the_operator_console_in_a_real_browser(tmp_path):
                 sid = (await live.first.locator("a").first.inner_text()).strip()
 
                 # ...and ends it from the page: the client gets an error and 1008
-                await live.first.locator("button:has-text('End')").click()
+                async with page.expect_navigation(timeout=10_000):   # the page reloads after
+                    await live.first.locator("button:has-text('End')").click()
                 code, events = await asyncio.wait_for(closed, 10)
                 await client
                 assert code == 1008
@@ -217,8 +218,9 @@ async def test_the_operator_console_in_a_real_browser(tmp_path):
                     await page.fill("#pg-text input[name=text]", "Hello there")
                     await page.click("#pg-text button")
                     await page.wait_for_selector(".captions >> text=You: Hello there")
-                    await page.wait_for_function(
-                        "document.querySelectorAll('.captions p.bot').length >= 2")
+                    # a locator, not wait_for_function: Playwright polls a string predicate
+                    # with eval, which the console's CSP (no 'unsafe-eval') rightly refuses
+                    await page.locator(".captions p.bot").nth(1).wait_for(timeout=20_000)
                     if transport == "webrtc":
                         await page.screenshot(path=str(shots / "playground.png"))
                     await page.click("#pg-stop")
