@@ -83,6 +83,14 @@ async def create_token(store: Any, name: str, models: list[str] | None = None,
     return NewToken(rec, secret)
 
 
+async def find_token(store: Any, name: str) -> TokenRecord:
+    """The token named ``name``, or :class:`StoreError`."""
+    found = await store.token_by_name(name)
+    if found is None:
+        raise StoreError(f"no token named {name!r}")
+    return found
+
+
 class FieldError(StoreError):
     """A value an operator gave is unusable; ``field`` names it (``policy.voices``)."""
 
@@ -216,10 +224,7 @@ async def update_token(store: Any, name: str, models: list[str] | None = None,
     if policy is not None or clear_policy:
         current: dict[str, Any] = {}
         if not clear_policy:
-            found = [t for t in await store.list_tokens() if t.name == name]
-            if not found:
-                raise StoreError(f"no token named {name!r}")
-            current = dict(found[0].policy)
+            current = dict((await find_token(store, name)).policy)
         for key, value in (policy or {}).items():
             if value is None:
                 current.pop(key, None)

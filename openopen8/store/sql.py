@@ -171,6 +171,12 @@ class SqlStore(LedgerOps, ClientSecretOps, ConsoleOps):
                 schema.tokens.c.secret_hash == secret_hash))).first()
         return _token(row) if row else None
 
+    async def token_by_name(self, name):
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(schema.tokens).where(
+                schema.tokens.c.name == name))).first()
+        return _token(row) if row else None
+
     async def update_token(self, name, changes):
         """Change a token's limits, models, expiry or settings (keys of
         ``changes``: :attr:`TokenLimits.FIELDS`, ``models``, ``expires_at``,

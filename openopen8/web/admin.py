@@ -190,17 +190,10 @@ async def tokens(request: web.Request) -> web.Response:
     return web.json_response([_token_view(t, used) for t in rows])
 
 
-async def _find_token(store: Any, name: str) -> Any:
-    for t in await store.list_tokens():
-        if t.name == name:
-            return t
-    raise StoreError(f"no token named {name!r}")
-
-
 async def token_get(request: web.Request) -> web.Response:
     store = _gw(request).store
     try:
-        t = await _find_token(store, request.match_info["name"])
+        t = await ops.find_token(store, request.match_info["name"])
     except StoreError as exc:
         return store_error(exc)
     return web.json_response(_token_view(t, await store.tokens_last_used()))

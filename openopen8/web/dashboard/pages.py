@@ -385,12 +385,12 @@ async def playground_secret(request: web.Request) -> web.Response:
     except ValueError:
         body = {}
     name, model = str(body.get("token", "")), str(body.get("model", ""))
-    found = [t for t in await gw.store.list_tokens() if t.name == name and t.revoked_at is None]
-    if not found:
+    token = await gw.store.token_by_name(name)
+    if token is None or token.revoked_at is not None:
         return web.json_response({"error": {"message": f"no active token {name!r}",
                                             "param": "token"}}, status=400)
     # captions need the input transcribed: with the model the token's policy pins, if any
-    transcriber = found[0].policy.get("transcription_model") or "whisper-1"
+    transcriber = token.policy.get("transcription_model") or "whisper-1"
     session: dict[str, Any] = {"type": "realtime", "model": model, "audio": {
         "input": {"format": {"type": "audio/pcm", "rate": 24000},
                   "transcription": {"model": transcriber}},
@@ -399,7 +399,7 @@ async def playground_secret(request: web.Request) -> web.Response:
     if voice:
         session["audio"]["output"]["voice"] = voice
     try:
-        minted = await mint(gw, Principal(found[0]), session,
+        minted = await mint(gw, Principal(token), session,
                             expires_after={"anchor": "created_at", "seconds": 120}, max_uses=1)
     except GatewayError as exc:
         return web.json_response(exc.body(), status=exc.status)
