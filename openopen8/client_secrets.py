@@ -75,8 +75,9 @@ async def _model(gw: Any, who: Principal, asked: Any, param: str) -> str | None:
         return models[0] if len(models) == 1 else None
     if not isinstance(asked, str) or not asked.strip():
         raise _bad("model must be a model name.", param)
-    if not who.token.allows(asked):
-        raise ForbiddenError(f"This gateway token may not use the model {asked}.")
+    problem = who.model_problem(asked)      # who is a token here: its models
+    if problem is not None:
+        raise ForbiddenError(problem)
     await gw.router.check(asked, who.token.allows)     # 404 naming the models served
     return asked
 

@@ -30,10 +30,16 @@ class Principal:
         """The model of the session: the URL's, else the secret's."""
         return asked or (self.secret.model if self.secret is not None and self.secret.model else "")
 
-    def allows(self, model: str) -> bool:
+    def model_problem(self, model: str) -> str | None:
+        """Why this principal may not use ``model`` (None: it may)."""
         if self.secret is not None and self.secret.model and model != self.secret.model:
-            return False
-        return self.token.allows(model)
+            return f"This client secret is for the model {self.secret.model}, not {model}."
+        if not self.token.allows(model):
+            return f"This gateway token may not use the model {model}."
+        return None
+
+    def allows(self, model: str) -> bool:
+        return self.model_problem(model) is None
 
     def initial_session(self) -> dict[str, Any] | None:
         """The GA session a secret starts its sessions with (None for a token)."""

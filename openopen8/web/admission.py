@@ -93,11 +93,9 @@ async def admit(gw: Any, headers: Mapping[str, str], query: Mapping[str, str], c
         if not model:
             raise GatewayError("Missing required parameter: 'model'.", code="missing_model",
                                param="model")
-        if not who.allows(model):
-            if who.secret is not None and who.secret.model and model != who.secret.model:
-                raise ForbiddenError(f"This client secret is for the model {who.secret.model}, "
-                                     f"not {model}.", code="model_not_allowed")
-            raise ForbiddenError(f"This gateway token may not use the model {model}.")
+        problem = who.model_problem(model)
+        if problem is not None:
+            raise ForbiddenError(problem)          # 403 model_not_allowed
         candidates = await gw.router.check(model, who.token.allows)   # a 404 lists what it may use
         await gw.admit(who.token, model)
         beta = wants_beta(headers) if beta is None else beta
