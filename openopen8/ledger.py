@@ -123,8 +123,9 @@ class Ledger:
         self._ends: list[SessionEnd] = []
         self._channels: dict[str, str] = {}
         self._balances: dict[int, TokenBalance] = {}
-        self._live: set[str] = set()          # sessions this instance runs (their leases)
-        self._grants: dict[str, Grant] = {}   # their grants (an end is flagged there)
+        #: the sessions this instance runs (their leases are renewed) and their
+        #: grants (an end is flagged there)
+        self._grants: dict[str, Grant] = {}
         self._wake = asyncio.Event()
         #: something was queued: the writer commits it within commit_seconds
         self._queued = False
@@ -187,8 +188,8 @@ class Ledger:
             try:
                 if now >= next_lease:
                     next_lease = now + self.lease_seconds / 3
-                    if self._live:
-                        await self.store.renew_leases(list(self._live), self._lease_until())
+                    if self._grants:
+                        await self.store.renew_leases(list(self._grants), self._lease_until())
                     # sessions whose instance stopped renewing a lease ago died with it
                     await self.store.close_orphans(
                         expired_before=utcnow() - timedelta(seconds=self.lease_seconds))
@@ -222,13 +223,11 @@ class Ledger:
             bal.quota_nanos = limits.quota_nanos
             bal.spent_nanos = max(bal.spent_nanos, spent)   # spend only grows
         bal.sessions += 1
-        self._live.add(s.id)
         grant = self._grants[s.id] = Grant(limits, bal)
         return grant
 
     async def abandon(self, s: Session) -> None:
         """The session never started (no upstream): forget its row."""
-        self._live.discard(s.id)
         self._grants.pop(s.id, None)
         self._release(s.token.id)
         try:
@@ -266,7 +265,6 @@ class Ledger:
             self._channels[session_id] = channel
 
     def closed(self, end: SessionEnd, token_id: int) -> None:
-        self._live.discard(end.id)
         self._grants.pop(end.id, None)
         self._ends.append(end)
         self._release(token_id)
