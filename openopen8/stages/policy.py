@@ -75,9 +75,9 @@ class PolicyStage:
         where = "session" if ev.type == "session.update" else "response"
         body = d.get(where)
         if not isinstance(body, dict):
-            if where == "response" and body is None:
-                return ev          # a bare response.create: the session's values hold
-            return ev              # not an object: the upstream answers as it would
+            # a bare response.create (the session's values hold), or not an object
+            # (the upstream answers as it would)
+            return ev
         if where == "session" and self.hides and isinstance(body.get("instructions"), str):
             s.facts["policy.instructions"] = body["instructions"]
         held, breaches = rules.hold_session(self.policy, body, where,
