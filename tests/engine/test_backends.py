@@ -165,3 +165,37 @@ async def test_chat_completions_backend_streams_text_and_tool_calls():
                                                "function": {"name": "get_weather"}}
     finally:
         await runner.cleanup()
+
+
+def test_short_window_loop_is_recognised():
+    from openopen8.engine.backends.stt import _repeats
+    for looped in ("What is 2 plus 2? What is two plus 2",
+                   "What is the largest planet in our solar system? What is this largest planet?",
+                   "Hi, I'm Maria. Hi, Hi, Maria.",
+                   "Do you remember my name? Do you Remember my name"):
+        assert _repeats(looped), looped
+    for said in ("What is the capital of France?", "Hello there. How are you today?",
+                 "I like tea. Can you tell me a joke?", ""):
+        assert not _repeats(said), said
+
+
+async def test_short_window_does_not_say_a_natural_voice_twice():
+    """Piper's natural voice, transcribed on the short window, made Whisper
+    say the question again in other words; the engine hears it once."""
+    from piper.config import SynthesisConfig
+
+    from openopen8.engine.backends.stt import WhisperStt
+    from openopen8.engine.backends.tts import PiperTts
+    from openopen8.engine.config import default_cache_dir
+    tts = PiperTts(str(default_cache_dir()))
+    tts.load()
+    tts.syn = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0, length_scale=1.0)
+    stt = WhisperStt("tiny.en", str(default_cache_dir()))
+    stt.load()
+    heard = []
+    for q in ("What is two plus two?", "Do you remember my name?"):
+        tr = await stt.transcribe(resample(tts._run(q), 24000, 16000))
+        heard.append(tr.text)
+        assert tr.text.count("?") + tr.text.count(".") <= 1, tr.text
+        assert len(tr.text.split()) <= len(q.split()) + 1, tr.text
+    assert stt.fallbacks >= 1, heard        # the loop was caught, not avoided
