@@ -128,8 +128,19 @@ _NUM = {"0": "zero", "1": "one", "2": "two", "3": "three", "4": "four", "5": "fi
         "24": "twenty four", "100": "one hundred"}
 
 
+#: contractions said out (as Whisper's English normalizer does): "I'm Maria"
+#: is a right hearing of "I am Maria"
+_CONTRACTIONS = {"i'm": "i am", "it's": "it is", "what's": "what is", "that's": "that is",
+                 "you're": "you are", "we're": "we are", "they're": "they are",
+                 "don't": "do not", "doesn't": "does not", "isn't": "is not",
+                 "aren't": "are not", "can't": "can not", "won't": "will not",
+                 "i'll": "i will", "i've": "i have", "let's": "let us"}
+
+
 def words(text: str) -> list[str]:
-    t = text.lower().replace("-", " ").replace("'", "")
+    t = text.lower().replace("\u2019", "'")
+    t = re.sub(r"[a-z]+'[a-z]+", lambda m: _CONTRACTIONS.get(m.group(0), m.group(0)), t)
+    t = t.replace("-", " ").replace("'", "")
     t = re.sub(r"[^a-z0-9 ]", " ", t)
     out: list[str] = []
     for w in t.split():
