@@ -52,6 +52,21 @@ def voice_examples(instructions: str, enabled: bool = True) -> list[dict[str, st
     return out
 
 
+def model_threads(cores: int | None = None) -> int:
+    """Threads for the speech-to-text and the LLM model by default.
+
+    On 2 cores, one thread each: the models run at once (one session's
+    reply beside another's transcription, a reply's next words beside its
+    first clause's speech), and two two-thread pools on two cores wait on
+    each other at every barrier.  The voice benchmark measured one thread
+    each as fast for a single session (semantic_vad first audio median
+    0.45 s against 0.49 s) and faster for several (sessions ending together:
+    2 / 4 / 6 at 0.61 / 0.90 / 1.33 s against 0.69 / 1.05 / 1.62 s).  More
+    cores keep two each (not measured here)."""
+    cores = cores if cores is not None else (os.cpu_count() or 2)
+    return 1 if cores <= 2 else 2
+
+
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "openopen8"
@@ -66,9 +81,9 @@ class EngineConfig:
     tts: str = "piper"
     #: encode only the utterance (+5 s) instead of a 30 s window (see stt.py)
     stt_short_window: bool = True
-    # threads per model (2 cores: the models take turns, so 2 each is right)
-    stt_threads: int = 2
-    llm_threads: int = 2
+    # threads per model: one each on a 2-core machine (see model_threads)
+    stt_threads: int = field(default_factory=lambda: model_threads())
+    llm_threads: int = field(default_factory=lambda: model_threads())
     tts_threads: int = 1
     #: where the joined whisper-base model and the hash-check marks live
     cache_dir: str = field(default_factory=lambda: str(default_cache_dir()))

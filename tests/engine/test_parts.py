@@ -168,6 +168,13 @@ def test_config_from_mapping_and_validation():
         EngineConfig(audio_delta_ms=5)
 
 
+def test_model_threads_by_cores():
+    from openopen8.engine.config import model_threads
+    assert model_threads(1) == model_threads(2) == 1     # one core each model
+    assert model_threads(4) == model_threads(16) == 2
+    assert EngineConfig.from_mapping({"llm_threads": 3}).llm_threads == 3
+
+
 def test_turns_pause_and_resume_events():
     td = TurnDetector(threshold=0.5, prefix_padding_ms=0, silence_duration_ms=300,
                       min_speech_ms=20, pause_ms=100)
