@@ -1,7 +1,8 @@
 """The local engine as a user hears it: a voice benchmark on the real models.
 
-Spoken turns are synthesized at run time (espeak-ng en-us at 160 wpm and
-en-gb at 140 wpm by default; ``--voices`` adds Piper), then streamed into
+Spoken turns are synthesized at run time (by default espeak-ng en-us at 160
+wpm and en-gb at 140 wpm, robotic, and Piper's natural joe voice at its own
+pace; ``--voices`` chooses), then streamed into
 engine sessions at real-time pace in 20 ms appends, followed by silence for
 as long as the engine takes (a microphone keeps sending), while a reader
 timestamps the server events.  Sections (``--sections``, all by default):
@@ -516,10 +517,10 @@ async def main() -> None:
                     help="turn detections, comma-separated: server_vad:<silence ms> or "
                          "semantic_vad:<eagerness>; turns are interleaved between them, the "
                          "other sections run once per turn detection")
-    ap.add_argument("--voices", default="en-us:160,en-gb:140")
+    ap.add_argument("--voices", default="en-us:160,en-gb:140,piper:1.0")
     ap.add_argument("--sections", default="turns,context,eot,concurrency,bargein,"
                                           "intelligibility")
-    ap.add_argument("--sessions", default="1,2,3,4")
+    ap.add_argument("--sessions", default="1,2,3,4,5,6")
     ap.add_argument("--quick", action="store_true", help="8 questions per voice")
     ap.add_argument("--no-speculation", action="store_true")
     ap.add_argument("--json", help="write every figure here")
