@@ -333,6 +333,9 @@ async def test_semantic_vad_ends_a_complete_turn_early_and_waits_on_an_unfinishe
     # an open last word as unfinished (SEMANTIC["auto"]: 150 / 900 / 1200 ms)
     assert await _semantic_turn("what time is it?") < 700
     assert await _semantic_turn("what time is the") >= 1200
+    # a lone opening word waits like a sentence that may go on (900 ms)
+    assert 900 <= await _semantic_turn("Hello?") < 1200
+    assert await _semantic_turn("Yes?") < 700
 
 
 async def test_a_clipped_reply_ends_at_a_sentence():

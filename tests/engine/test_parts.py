@@ -11,7 +11,7 @@ from openopen8.engine.backends import assets
 from openopen8.engine.backends.base import ModelIntegrityError
 from openopen8.engine.config import EngineConfig
 from openopen8.engine.conversation import Item
-from openopen8.engine.session import sounds_final
+from openopen8.engine.session import opens_turn, sounds_final
 from openopen8.engine.text import (ClauseChunker, SpeechText, align, clean_for_speech, ends_sentence,
                                   last_sentence_end, sentence_limit)
 from openopen8.engine.turns import TurnDetector
@@ -227,6 +227,8 @@ def test_sentence_helpers():
     assert sentence_limit("anything", 0) == 0
     assert sounds_final("What is the capital of France?")
     assert not sounds_final("What is the capital of.") and not sounds_final("I want to")
+    assert opens_turn("Hi") and opens_turn("Wait.") and opens_turn(" Hello? ")
+    assert not opens_turn("Yes.") and not opens_turn("Hi, I'm Maria.") and not opens_turn("")
 
 
 def test_chunker_first_clause_at_a_word_boundary():
