@@ -161,6 +161,14 @@ def wer_counts(ref: str, hyp: str) -> tuple[int, int]:
     return d[len(h)], len(r)
 
 
+def recalls(name: str, reply: str) -> bool:
+    """The reply gives the user their name (not "My name is Sam.": SmolLM2
+    taking the user's name for its own is not remembering it)."""
+    low = reply.lower()
+    own = re.search(r"\b(my name is|i am|i'm|call me) " + re.escape(name.lower()), low)
+    return name.lower() in low and not own
+
+
 def has_key(reply: str, keys: tuple[str, ...]) -> bool:
     low = " " + reply.lower().replace("-", " ") + " "
     return any(re.search(r"\b" + re.escape(k.replace("-", " ")) + r"\b", low) for k in keys)
@@ -214,8 +222,6 @@ class Talker:
     def __init__(self, ep) -> None:
         self.ep = ep
         self.events: list[tuple[float, dict[str, Any]]] = []
-        self.done = asyncio.Event()
-        self.n_done = 0
         self._reader = asyncio.ensure_future(self._read())
 
     async def _read(self) -> None:
@@ -225,9 +231,6 @@ class Talker:
                 return
             d = ev.data
             self.events.append((time.monotonic(), d))
-            if d["type"] == "response.done":
-                self.n_done += 1
-                self.done.set()
 
     async def send(self, d: dict[str, Any]) -> None:
         await self.ep.send(Event.from_data(d))
@@ -244,17 +247,24 @@ class Talker:
                 await asyncio.sleep(delay)
         return t0
 
-    async def silence_until_done(self, n_done: int, cap_s: float = 20.0) -> None:
-        """A live microphone: silence until the n-th response.done (or the cap)."""
+    async def silence_until_reply(self, after: float, cap_s: float = 20.0) -> None:
+        """A live microphone: silence until a response that was not cancelled
+        is done after ``after`` (or the cap).  An utterance the engine took as
+        two turns ("Hi," and a pause) has its first reply cancelled by the
+        rest of the speech: the reply to the whole of it is the one awaited."""
         t0 = time.monotonic()
         i = 0
         chunk = base64.b64encode(bytes(48 * CHUNK_MS)).decode()
-        while self.n_done < n_done and time.monotonic() - t0 < cap_s:
+        while not self._replied(after) and time.monotonic() - t0 < cap_s:
             await self.send({"type": "input_audio_buffer.append", "audio": chunk})
             i += 1
             delay = t0 + i * CHUNK_MS / 1000 - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+
+    def _replied(self, after: float) -> bool:
+        return any(d["type"] == "response.done" and d["response"]["status"] != "cancelled"
+                   for ts, d in reversed(self.events) if ts >= after)
 
     def first(self, type_: str, after: float = 0.0) -> tuple[float, dict[str, Any]] | None:
         return next(((t, d) for t, d in self.events if d["type"] == type_ and t >= after), None)
@@ -275,22 +285,27 @@ async def open_talker(engine, td: dict[str, Any]) -> Talker:
     return t
 
 
-async def spoken_turn(t: Talker, clip: np.ndarray, n: int,
+async def spoken_turn(t: Talker, clip: np.ndarray,
                       t0: float | None = None) -> dict[str, Any]:
-    """Speak ``clip``; wait for the n-th response of the session.  Times are
-    from the true end of speech (end of the clip, minus the 20 ms of silence
-    the synthesizer's trim keeps)."""
+    """Speak ``clip``; wait for the reply to it (the response done after the
+    speech that was not cancelled).  Times are from the true end of speech
+    (end of the clip, minus the 20 ms of silence the synthesizer's trim
+    keeps), to that reply's first audio."""
     start_ev = len(t.events)
     t0 = await t.stream(pcm_bytes(LEAD_MS, clip), t0)
     t_eos = t0 + (LEAD_MS + clip.size / 24 - 20) / 1000
-    await t.silence_until_done(n)
+    await t.silence_until_reply(t_eos)
     evs = t.events[start_ev:]
-    first_audio = next((ts for ts, d in evs if d["type"] == "response.output_audio.delta"), None)
-    stopped = next((ts for ts, d in evs if d["type"] ==
-                    "input_audio_buffer.speech_stopped"), None)
+    done = next((d for ts, d in reversed(evs) if d["type"] == "response.done"
+                 and d["response"]["status"] != "cancelled" and ts >= t_eos), None)
+    rid = done["response"]["id"] if done is not None else None
+    first_audio = next((ts for ts, d in evs if d["type"] == "response.output_audio.delta"
+                        and d.get("response_id") == rid), None)
+    stopped = next((ts for ts, d in reversed(evs) if d["type"] ==
+                    "input_audio_buffer.speech_stopped"
+                    and (first_audio is None or ts <= first_audio)), None)
     heard = " ".join(d["transcript"] for _, d in evs if d["type"] ==
                      "conversation.item.input_audio_transcription.completed")
-    done = next((d for _, d in evs if d["type"] == "response.done"), None)
     reply, audio_s, status = "", 0.0, None
     if done is not None:
         r = done["response"]
@@ -299,7 +314,8 @@ async def spoken_turn(t: Talker, clip: np.ndarray, n: int,
             for c in item.get("content") or []:
                 reply += c.get("transcript") or c.get("text") or ""
     audio_s = sum(len(base64.b64decode(d["delta"])) for _, d in evs
-                  if d["type"] == "response.output_audio.delta") / 48000
+                  if d["type"] == "response.output_audio.delta"
+                  and d.get("response_id") == rid) / 48000
     hints = list(getattr(t.ep.session, "turn_hints", []))
     tm = t.ep.session.finished[-1].timings if t.ep.session.finished else {}
     parts = {}
@@ -342,7 +358,7 @@ async def section_turns(voices: Voices, names: list[str], tds, qs, report) -> No
     for v, q, keys in plan:
         for label, td, eng in tds:
             t = await open_talker(eng, td)
-            r = await spoken_turn(t, voices.say(v, q), 1)
+            r = await spoken_turn(t, voices.say(v, q))
             await t.close()
             r.update(voice=v, q=q, key=has_key(r["reply"], keys) if keys else None, td=label)
             rows.append(r)
@@ -398,12 +414,12 @@ async def section_context(engine, voices: Voices, voice: str, td, report) -> Non
         t = await open_talker(engine, td)
         replies, lat = [], []
         for i, text in enumerate(script):
-            r = await spoken_turn(t, voices.say(voice, text), i + 1)
+            r = await spoken_turn(t, voices.say(voice, text))
             replies.append(r["reply"])
             lat.append(r["eos_to_audio"])
             await asyncio.sleep(0.3)
         await t.close()
-        ok = name.lower() in replies[-1].lower()
+        ok = recalls(name, replies[-1])
         hits += ok
         out.append({"name": name, "replies": replies, "latency": lat, "recalled": ok})
         print(f"   {name}: turn 1 {replies[0][:70]!r} ... last {replies[-1][:70]!r} "
@@ -447,7 +463,7 @@ async def section_concurrency(variants, voices: Voices, voice: str, td, counts, 
                 # pad in front so that every question ends at the same moment
                 rs = await asyncio.gather(*(
                     spoken_turn(tk, np.concatenate([np.zeros(longest - c.size, np.int16), c]),
-                                1, t0) for tk, c in zip(talkers, clips)))
+                                t0) for tk, c in zip(talkers, clips)))
                 for tk in talkers:
                     await tk.close()
                 out.setdefault(vl or "base", {}).setdefault(n, []).extend(
