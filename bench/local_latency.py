@@ -21,7 +21,11 @@ timestamps the server events.  Sections (``--sections``, all by default):
 * ``bargein``: speech during a reply → ``speech_started`` → cancelled
   ``response.done``;
 * ``intelligibility``: the reply audio transcribed back (whisper base) against
-  its transcript.
+  its transcript;
+* ``stt`` (not by default): speech-to-text alone on every sentence of the
+  benchmark in every voice -- the engine's short window with its loop check,
+  the same without the check, and the standard 30 s window (WER per voice,
+  median time).
 
 Every figure is printed with the machine's load average: 2 cores are
 shared, so compare configurations within one run.
@@ -526,6 +530,48 @@ async def section_intelligibility(engine, report) -> None:
           f"WER {e / max(n, 1):.1%} over {n} words")
 
 
+async def section_stt(engine, voices: Voices, names: list[str], report) -> None:
+    import soxr
+
+    from openopen8.engine.backends import stt as sttmod
+    stt = engine.backends.stt
+    texts = ([q for q, _ in QUESTIONS] + OPEN_REQUESTS
+             + [x for _, script in CONVERSATIONS for x in script])
+    clips = [(v, x, soxr.resample(voices.say(v, x), 24000, 16000).astype(np.int16))
+             for v in names for x in texts]
+    def exact(text: str) -> bool:       # the check before: a sentence said twice in a row
+        parts = [x.strip().lower() for x in sttmod._SENT.findall(text) if x.strip()]
+        return any(a == b for a, b in zip(parts, parts[1:]))
+
+    variants = [("short window + loop check (default)", True, sttmod._repeats),
+                ("short window, exact repeats only", True, exact),
+                ("standard 30 s window", False, sttmod._repeats)]
+    out: dict[str, Any] = {}
+    keep = (stt.short_window, sttmod._repeats)
+    print(f"-- speech-to-text alone, {stt.name}, {len(clips)} utterances ({load()})")
+    try:
+        for label, short, check in variants:
+            stt.short_window, sttmod._repeats = short, check
+            per: dict[str, list[int]] = {}
+            times = []
+            for v, ref, pcm in clips:
+                tr = stt._run(pcm)
+                times.append(tr.elapsed)
+                e, n = wer_counts(ref, tr.text)
+                per.setdefault(v, [0, 0])
+                per[v][0] += e
+                per[v][1] += n
+            tot = [sum(x[0] for x in per.values()), sum(x[1] for x in per.values())]
+            out[label] = {"wer": {v: e / n for v, (e, n) in per.items()},
+                          "wer_all": tot[0] / tot[1], "median_s": statistics.median(times)}
+            print(f"{label:38} WER {tot[0] / tot[1]:.1%} ("
+                  + ", ".join(f"{v} {e / n:.1%}" for v, (e, n) in per.items())
+                  + f"), median {statistics.median(times) * 1000:.0f} ms")
+    finally:
+        stt.short_window, sttmod._repeats = keep
+    report["stt"] = out
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--stt", default=EngineConfig().stt)
@@ -598,6 +644,8 @@ async def main() -> None:
             await section_bargein(engine, voices, names[0], td, qs, sub)
     if "intelligibility" in sections:
         await section_intelligibility(engine, report)
+    if "stt" in sections:
+        await section_stt(engine, voices, names, report)
     print(f"({time.perf_counter() - t_all:.0f} s; {load()}; "
           f"uptime: {os.popen('uptime').read().strip()})")
     if args.json:
