@@ -73,6 +73,19 @@ class Instance:
                 await asyncio.sleep(0.05)
         raise AssertionError(f"{self.name} did not start")
 
+    async def until_draining(self, http: aiohttp.ClientSession, seconds: float = 20,
+                             every: float = 0.05) -> tuple[int, Any]:
+        """Poll /healthz until it answers 503 (draining) or ``seconds`` have
+        passed: the last (status, body)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while True:
+            async with http.get(f"{self.http}/healthz") as r:
+                status, body = r.status, await r.json()
+            if status == 503 or loop.time() > deadline:
+                return status, body
+            await asyncio.sleep(every)
+
     def signal(self, sig: int = signal.SIGTERM) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)

@@ -341,14 +341,7 @@ async def test_a_draining_instance_refuses_new_sessions_and_ends_running_ones_af
             ws = await open_session(http, url, d)
             d.up.script = Script(text="Fine.", audio_deltas=0)
             gw.signal()
-            async def draining():
-                async with http.get(f"{gw.http}/healthz") as r:
-                    return r.status, await r.json()
-            for _ in range(100):
-                status, body = await draining()
-                if status == 503:
-                    break
-                await asyncio.sleep(0.05)
+            status, body = await gw.until_draining(http, seconds=5)
             assert (status, body) == (503, {"status": "draining", "sessions": 1})
             # a new session: 503, Retry-After, an OpenAI-style error
             async with http.get(f"{url}?model=gpt-realtime", headers={
@@ -387,12 +380,7 @@ async def test_a_second_signal_ends_the_drain_at_once(tmp_path, pg_url):
             while (await ws.receive_json())["type"] != "response.output_text.delta":
                 pass
             gw.signal()
-            async with asyncio.timeout(20):
-                while True:
-                    async with http.get(f"{gw.http}/healthz") as r:
-                        if r.status == 503:
-                            break
-                    await asyncio.sleep(0.05)
+            assert (await gw.until_draining(http))[0] == 503
             gw.signal()
             events = [m.json() async for m in ws if m.type == aiohttp.WSMsgType.TEXT]
             assert [e["error"]["code"] for e in events if e["type"] == "error"] == [
@@ -420,12 +408,7 @@ async def test_nginx_sends_what_a_draining_instance_refuses_to_the_other(tmp_pat
             # a session straight to instance 0 keeps it draining for drain_seconds
             held = await open_session(http, f"ws://127.0.0.1:{a.port}/v1/realtime", d)
             a.signal()
-            async with asyncio.timeout(20):
-                while True:
-                    async with http.get(f"{a.http}/healthz") as r:
-                        if r.status == 503:
-                            break
-                    await asyncio.sleep(0.02)
+            assert (await a.until_draining(http, every=0.02))[0] == 503
             sessions = [await open_session(http, d.nginx.wss, d, ssl=d.tls) for _ in range(6)]
             calls = []
             for _ in range(6):   # no model: the live instance refuses (400), after nginx chose it
