@@ -259,16 +259,18 @@ class Talker:
         t0 = time.monotonic()
         i = 0
         chunk = base64.b64encode(bytes(48 * CHUNK_MS)).decode()
-        while not self._replied(after) and time.monotonic() - t0 < cap_s:
+        while self.reply_after(after) is None and time.monotonic() - t0 < cap_s:
             await self.send({"type": "input_audio_buffer.append", "audio": chunk})
             i += 1
             delay = t0 + i * CHUNK_MS / 1000 - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
 
-    def _replied(self, after: float) -> bool:
-        return any(d["type"] == "response.done" and d["response"]["status"] != "cancelled"
-                   for ts, d in reversed(self.events) if ts >= after)
+    def reply_after(self, after: float) -> dict[str, Any] | None:
+        """The last ``response.done`` after ``after`` that was not cancelled."""
+        return next((d for ts, d in reversed(self.events) if ts >= after
+                     and d["type"] == "response.done"
+                     and d["response"]["status"] != "cancelled"), None)
 
     def first(self, type_: str, after: float = 0.0) -> tuple[float, dict[str, Any]] | None:
         return next(((t, d) for t, d in self.events if d["type"] == type_ and t >= after), None)
@@ -300,8 +302,7 @@ async def spoken_turn(t: Talker, clip: np.ndarray,
     t_eos = t0 + (LEAD_MS + clip.size / 24 - 20) / 1000
     await t.silence_until_reply(t_eos)
     evs = t.events[start_ev:]
-    done = next((d for ts, d in reversed(evs) if d["type"] == "response.done"
-                 and d["response"]["status"] != "cancelled" and ts >= t_eos), None)
+    done = t.reply_after(t_eos)
     rid = done["response"]["id"] if done is not None else None
     first_audio = next((ts for ts, d in evs if d["type"] == "response.output_audio.delta"
                         and d.get("response_id") == rid), None)
