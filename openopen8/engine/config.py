@@ -82,8 +82,8 @@ class EngineConfig:
     #: encode only the utterance (+5 s) instead of a 30 s window (see stt.py)
     stt_short_window: bool = True
     # threads per model: one each on a 2-core machine (see model_threads)
-    stt_threads: int = field(default_factory=lambda: model_threads())
-    llm_threads: int = field(default_factory=lambda: model_threads())
+    stt_threads: int = field(default_factory=model_threads)
+    llm_threads: int = field(default_factory=model_threads)
     tts_threads: int = 1
     #: where the joined whisper-base model and the hash-check marks live
     cache_dir: str = field(default_factory=lambda: str(default_cache_dir()))
